@@ -1,0 +1,130 @@
+"""The `einc` command line: compile, run, opt.
+
+Every error a user's input can cause ends in one `einc: error: ...` line and exit
+status 1; tracebacks are for einc's own bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from einc.diagnostics import EincError
+
+
+def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+        if any(d < 0 for d in shape):
+            raise ValueError
+    except ValueError:
+        raise EincError(
+            f"bad --input-shape '{text}': expected NAME=DxDx... such as x=1x3x224x224"
+        ) from None
+    return name, shape
+
+
+def _input_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    if not items:
+        return None
+    return dict(_parse_shape(item) for item in items)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import einc
+
+    model = einc.compile(args.model, target=args.target, input_shapes=_input_shapes(args.input_shape))
+    out = args.output or "out"
+    model.save(out)
+    print(f"einc: compiled {args.model} for {args.target} into {out}/")
+    return 0
+
+
+def _parse_feed(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise EincError(f"bad --input '{text}': expected NAME=FILE.npy")
+    return name, path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from einc.runtime import load
+
+    model = load(args.artifact)
+    feeds = {}
+    for item in args.input or []:
+        name, path = _parse_feed(item)
+        try:
+            feeds[name] = np.load(path)
+        except (OSError, ValueError) as err:
+            raise EincError(f"cannot read input '{name}' from {path}: {err}") from None
+    outputs = model.run(feeds)
+    if args.output_dir:
+        import os
+
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name, value in outputs.items():
+            np.save(os.path.join(args.output_dir, f"{_safe(name)}.npy"), value)
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype}{list(value.shape)}")
+        print(np.array2string(value, threshold=20, edgeitems=3))
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _cmd_opt(argv: Sequence[str]) -> int:
+    from einc.tools.opt import EincOptMain
+
+    EincOptMain(args=argv).run()
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="einc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("-o", "--output", help="artifact directory (default: out/)")
+    p.add_argument("--target", default="cpu", choices=["cpu"])
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=DxD...",
+        help="concrete shape for an input with symbolic dims (repeatable)",
+    )
+    p.set_defaults(handler=_cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled artifact on .npy inputs")
+    p.add_argument("artifact", help="artifact directory from `einc compile`")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--output-dir", help="write each output as NAME.npy here")
+    p.set_defaults(handler=_cmd_run)
+
+    sub.add_parser("opt", help="run passes over MLIR text (xdsl-opt with einc's dialects)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "opt":
+        return _cmd_opt(argv[1:])
+    args = _build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EincError as err:
+        print(f"einc: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

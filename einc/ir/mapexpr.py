@@ -1,0 +1,238 @@
+"""The scalar language of an einsum's map: a small expression over its inputs.
+
+An extended einsum combines the elements of its inputs with a *map* before it
+reduces; the map is a scalar expression over the inputs `$0`, `$1`, ... written
+in infix form, e.g. `$0 * $1`, `exp($0 - $1)`, `max($0, 0.0)`. It is stored as a
+string on `ein.einsum` so the IR reads like the einsum it is, and parsed here into
+a tree that every backend walks with a table of its own (scalar function ->
+code). Keeping one tree type for all backends means a new function is a row in
+`FUNCTIONS` and a row in each backend's table, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Input:
+    """The element of input number `index` at the current point."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Const:
+    """A scalar literal (inf and nan included)."""
+
+    value: float
+
+
+@dataclass(frozen=True)
+class Call:
+    """A scalar function applied to argument expressions."""
+
+    fn: str
+    args: tuple[Expr, ...]
+
+
+Expr = Input | Const | Call
+
+
+@dataclass(frozen=True)
+class Function:
+    """A scalar function of the map language: its arity and its numpy meaning."""
+
+    arity: int
+    numpy: Callable[..., np.ndarray]
+    infix: str | None = None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.asarray(x).dtype])(x)
+
+
+FUNCTIONS: dict[str, Function] = {
+    "add": Function(2, np.add, "+"),
+    "sub": Function(2, np.subtract, "-"),
+    "mul": Function(2, np.multiply, "*"),
+    "div": Function(2, np.divide, "/"),
+    "max": Function(2, np.maximum),
+    "min": Function(2, np.minimum),
+    "pow": Function(2, np.power),
+    "neg": Function(1, np.negative),
+    "abs": Function(1, np.abs),
+    "exp": Function(1, np.exp),
+    "log": Function(1, np.log),
+    "sqrt": Function(1, np.sqrt),
+    "tanh": Function(1, np.tanh),
+    "sigmoid": Function(1, _sigmoid),
+    "erf": Function(1, _erf),
+    "floor": Function(1, np.floor),
+    "ceil": Function(1, np.ceil),
+    "sin": Function(1, np.sin),
+    "cos": Function(1, np.cos),
+}
+"""Every function the map language knows. Binary operators are written infix."""
+
+_INFIX = {f.infix: name for name, f in FUNCTIONS.items() if f.infix}
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)"
+    r"|(?P<input>\$\d+)|(?P<name>[A-Za-z_]\w*)|(?P<op>[-+*/(),]))"
+)
+
+
+class MapExprError(ValueError):
+    """A map expression that does not parse or names an unknown function."""
+
+
+def parse(text: str) -> Expr:
+    """Parse an infix map expression such as `exp($0 - $1)`."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise MapExprError(f"unexpected character at {pos} in map '{text}'")
+        kind = m.lastgroup
+        assert kind is not None
+        tokens.append((kind, m.group(kind)))
+        pos = m.end()
+    parser = _Parser(tokens, text)
+    expr = parser.expr(0)
+    if parser.pos != len(tokens):
+        raise MapExprError(f"trailing input in map '{text}'")
+    return expr
+
+
+class _Parser:
+    """Precedence climbing over the token list."""
+
+    def __init__(self, tokens: list[tuple[str, str]], text: str):
+        self.tokens, self.text, self.pos = tokens, text, 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None or (value is not None and tok[1] != value):
+            raise MapExprError(f"expected '{value or 'a term'}' in map '{self.text}'")
+        self.pos += 1
+        return tok
+
+    def expr(self, min_prec: int) -> Expr:
+        lhs = self.unary()
+        while (tok := self.peek()) and tok[0] == "op" and tok[1] in _PRECEDENCE:
+            prec = _PRECEDENCE[tok[1]]
+            if prec < min_prec:
+                break
+            self.take()
+            rhs = self.expr(prec + 1)
+            lhs = Call(_INFIX[tok[1]], (lhs, rhs))
+        return lhs
+
+    def unary(self) -> Expr:
+        tok = self.peek()
+        if tok == ("op", "-"):
+            self.take()
+            operand = self.unary()
+            if isinstance(operand, Const):
+                return Const(-operand.value)
+            return Call("neg", (operand,))
+        return self.atom()
+
+    def atom(self) -> Expr:
+        kind, value = self.take()
+        if kind == "num":
+            return Const(float(value))
+        if kind == "input":
+            return Input(int(value[1:]))
+        if kind == "op" and value == "(":
+            inner = self.expr(0)
+            self.take(")")
+            return inner
+        if kind == "name":
+            if value in ("inf", "nan"):
+                return Const(float(value))
+            if value not in FUNCTIONS:
+                raise MapExprError(f"unknown function '{value}' in map '{self.text}'")
+            self.take("(")
+            args = [self.expr(0)]
+            while self.peek() == ("op", ","):
+                self.take()
+                args.append(self.expr(0))
+            self.take(")")
+            if len(args) != FUNCTIONS[value].arity:
+                raise MapExprError(
+                    f"'{value}' takes {FUNCTIONS[value].arity} arguments, "
+                    f"got {len(args)} in map '{self.text}'"
+                )
+            return Call(value, tuple(args))
+        raise MapExprError(f"unexpected '{value}' in map '{self.text}'")
+
+
+def render(expr: Expr, parent_prec: int = 0) -> str:
+    """Print an expression in the infix form that `parse` reads back."""
+    match expr:
+        case Input(index):
+            return f"${index}"
+        case Const(value):
+            if math.isinf(value):
+                return "inf" if value > 0 else "-inf"
+            if math.isnan(value):
+                return "nan"
+            return repr(float(value))
+        case Call(fn, args):
+            infix = FUNCTIONS[fn].infix
+            if infix is None:
+                return f"{fn}({', '.join(render(a) for a in args)})"
+            prec = _PRECEDENCE[infix]
+            text = f"{render(args[0], prec)} {infix} {render(args[1], prec + 1)}"
+            return f"({text})" if prec < parent_prec else text
+
+
+def inputs_used(expr: Expr) -> set[int]:
+    """The input numbers an expression reads."""
+    match expr:
+        case Input(index):
+            return {index}
+        case Const():
+            return set()
+        case Call(_, args):
+            return set().union(*(inputs_used(a) for a in args))
+
+
+def substitute(expr: Expr, inputs: Sequence[Expr]) -> Expr:
+    """Replace each `$i` by `inputs[i]`: composes the maps of fused einsums."""
+    match expr:
+        case Input(index):
+            return inputs[index]
+        case Const():
+            return expr
+        case Call(fn, args):
+            return Call(fn, tuple(substitute(a, inputs) for a in args))
+
+
+def evaluate(expr: Expr, inputs: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """The numpy meaning of an expression: the reference for every backend."""
+    match expr:
+        case Input(index):
+            return np.asarray(inputs[index])
+        case Const(value):
+            return np.asarray(value, dtype=dtype)
+        case Call(fn, args):
+            values = [evaluate(a, inputs, dtype) for a in args]
+            return np.asarray(FUNCTIONS[fn].numpy(*values), dtype=dtype)

@@ -1,0 +1,36 @@
+// RUN: einc opt %s | einc opt | filecheck %s
+// Round trip of every op of the ein dialect through its text form.
+
+// CHECK-LABEL: func.func @matmul
+func.func @matmul(%a: tensor<4x8xf32>, %b: tensor<8x3xf32>) -> tensor<4x3xf32> {
+  // CHECK: ein.einsum (%{{.*}}[m, k], %{{.*}}[k, n]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<8x3xf32>) -> tensor<4x3xf32>
+  %0 = ein.einsum (%a[m, k], %b[k, n]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<8x3xf32>) -> tensor<4x3xf32>
+  func.return %0 : tensor<4x3xf32>
+}
+
+// CHECK-LABEL: func.func @views
+func.func @views(%a: tensor<4x3xf32>) -> tensor<12xf32> {
+  // CHECK: %[[T:.+]] = ein.einsum (%{{.*}}[m, n]) -> [n, m] : (tensor<4x3xf32>) -> tensor<3x4xf32>
+  %0 = ein.einsum (%a[m, n]) -> [n, m] : (tensor<4x3xf32>) -> tensor<3x4xf32>
+  // CHECK-NEXT: ein.reshape %[[T]] : tensor<3x4xf32> -> tensor<12xf32>
+  %1 = ein.reshape %0 : tensor<3x4xf32> -> tensor<12xf32>
+  func.return %1 : tensor<12xf32>
+}
+
+// CHECK-LABEL: func.func @conv
+func.func @conv(%i: tensor<1x3x9x9xf32>, %w: tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32> {
+  // CHECK: ein.einsum (%{{.*}}[n, c, p * 2 + r, q * 2 + t], %{{.*}}[k, c, r, t]) -> [n, k, p, q] map "$0 * $1" reduce add
+  %0 = ein.einsum (%i[n, c, p * 2 + r, q*2+t], %w[k, c, r, t]) -> [n, k, p, q] map "$0 * $1" reduce add : (tensor<1x3x9x9xf32>, tensor<2x3x3x3xf32>) -> tensor<1x2x4x4xf32>
+  func.return %0 : tensor<1x2x4x4xf32>
+}
+
+// CHECK-LABEL: func.func @data
+func.func @data() -> tensor<2xf32> {
+  // CHECK: ein.weight @fc1.weight : tensor<2x2xf32>
+  %0 = ein.weight @fc1.weight : tensor<2x2xf32>
+  // CHECK: ein.constant dense<[1.000000e+00, 2.000000e+00]> : tensor<2xf32>
+  %1 = ein.constant dense<[1.0, 2.0]> : tensor<2xf32>
+  // CHECK: ein.einsum () -> [i] map "0.0" : () -> tensor<2xf32>
+  %2 = ein.einsum () -> [i] map "0.0" : () -> tensor<2xf32>
+  func.return %1 : tensor<2xf32>
+}
