@@ -120,7 +120,7 @@ class EinsumOp(IRDLOperation):
     def extents(self) -> dict[str, int]:
         """The range of every index variable, from its plain occurrences."""
         extents: dict[str, int] = {}
-        shapes = [t.get_shape() for t in self.operand_types()]
+        shapes = [t.get_shape() for t in self.input_types()]
         for exprs, shape in zip(self.input_exprs, shapes):
             for expr, size in zip(exprs, shape):
                 if (var := expr.plain_var) is not None:
@@ -141,7 +141,7 @@ class EinsumOp(IRDLOperation):
                         seen.append(var)
         return seen
 
-    def operand_types(self) -> list[TensorType]:
+    def input_types(self) -> list[TensorType]:
         return [v.type for v in self.inputs]  # type: ignore[misc]
 
     def result_type(self) -> TensorType:
@@ -165,7 +165,7 @@ class EinsumOp(IRDLOperation):
                 f"map '{self.map.data}' reads ${max(used)} but the einsum has "
                 f"{len(self.inputs)} inputs"
             )
-        for n, (dims, ty) in enumerate(zip(exprs, self.operand_types())):
+        for n, (dims, ty) in enumerate(zip(exprs, self.input_types())):
             if len(dims) != len(ty.get_shape()):
                 raise VerifyException(
                     f"input {n} has rank {len(ty.get_shape())} but {len(dims)} index expressions"
@@ -179,7 +179,7 @@ class EinsumOp(IRDLOperation):
                 f"but {len(outs)} indices"
             )
         extents = self.extents()
-        shapes = [t.get_shape() for t in self.operand_types()]
+        shapes = [t.get_shape() for t in self.input_types()]
         for n, (dims, shape) in enumerate(zip(exprs, shapes)):
             for expr, size in zip(dims, shape):
                 missing = [v for v in expr.variables if v not in extents]

@@ -106,20 +106,31 @@ def flat_type(ty: TensorType) -> MemRefType:
 
 @dataclass
 class _Emitter:
-    """Appends ops to a block; caches index constants per block."""
+    """Appends ops to a block; index constants go once to the function's top."""
 
     block: Block
-    constants: dict[tuple[int, Block], SSAValue] = field(default_factory=dict)
+    constants: dict[int, SSAValue] = field(default_factory=dict)
+    _last_constant: Operation | None = None
 
     def emit(self, op: Operation) -> SSAValue:
         self.block.add_op(op)
         return op.results[0] if op.results else None  # type: ignore[return-value]
 
     def index(self, value: int) -> SSAValue:
-        key = (value, self.block)
-        if key not in self.constants:
-            self.constants[key] = self.emit(arith.ConstantOp(IntegerAttr(value, IndexType())))
-        return self.constants[key]
+        if value not in self.constants:
+            op = arith.ConstantOp(IntegerAttr(value, IndexType()))
+            op.results[0].name_hint = f"c{value}"
+            if self._last_constant is not None:
+                self._last_constant.parent_block().insert_op_after(op, self._last_constant)  # type: ignore[union-attr]
+            else:
+                entry = self.block
+                if entry.first_op is None:
+                    entry.add_op(op)
+                else:
+                    entry.insert_op_before(op, entry.first_op)
+            self._last_constant = op
+            self.constants[value] = op.results[0]
+        return self.constants[value]
 
     def scalar(self, value: float, ty: Attribute) -> SSAValue:
         if isinstance(ty, IntegerType):

@@ -12,10 +12,11 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 
-CPU_PIPELINE = ",".join(
+CPU_LOOPS = "onnx-to-ein,lower-ein-to-loops"
+"""ONNX graph -> einsum cascades -> loop nests on flat buffers."""
+
+CPU_LLVM = ",".join(
     [
-        "onnx-to-ein",
-        "lower-ein-to-loops",
         "convert-memref-to-ptr{lower_func=true}",
         "convert-ptr-type-offsets",
         "convert-ptr-to-llvm",
@@ -28,7 +29,10 @@ CPU_PIPELINE = ",".join(
         "add-entry-point",
     ]
 )
-"""ONNX graph -> einsum cascades -> loops -> the llvm dialect, for the host CPU."""
+"""Loop nests -> the llvm dialect, with the one entry point the runtime calls."""
+
+CPU_PIPELINE = f"{CPU_LOOPS},{CPU_LLVM}"
+"""The whole CPU pipeline, as `einc opt -p` takes it."""
 
 PIPELINES: dict[str, str] = {"cpu": CPU_PIPELINE}
 """The pipeline each target runs, by target name."""

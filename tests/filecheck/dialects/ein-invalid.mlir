@@ -1,0 +1,80 @@
+// RUN: einc opt %s --split-input-file --verify-diagnostics
+// Every verifier error of the ein dialect.
+
+func.func @rank(%a: tensor<4x8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{input 0 has rank 2 but 1 index expressions}}
+  %0 = ein.einsum (%a[m]) -> [m] : (tensor<4x8xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @extent(%a: tensor<4x8xf32>, %b: tensor<4x3xf32>) -> tensor<4x3xf32> {
+  // expected-error @+1 {{index 'k' has extent 8 and 4 in input 1}}
+  %0 = ein.einsum (%a[m, k], %b[k, n]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<4x3xf32>) -> tensor<4x3xf32>
+  func.return %0 : tensor<4x3xf32>
+}
+
+// -----
+
+func.func @no_reduce(%a: tensor<4x8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{indices ['k'] are dropped from the output but the einsum has no reduce}}
+  %0 = ein.einsum (%a[m, k]) -> [m] : (tensor<4x8xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @bad_reduce(%a: tensor<4x8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{unknown reduce 'avg', expected one of add, mul, max, min}}
+  %0 = ein.einsum (%a[m, k]) -> [m] reduce avg : (tensor<4x8xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @map_input(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{map '$0 * $1' reads $1 but the einsum has 1 inputs}}
+  %0 = ein.einsum (%a[m]) -> [m] map "$0 * $1" : (tensor<4xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @map_syntax(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{unknown function 'frob' in map 'frob($0)'}}
+  %0 = ein.einsum (%a[m]) -> [m] map "frob($0)" : (tensor<4xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @window(%a: tensor<8xf32>, %w: tensor<3xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{index 'p * 2 + r' of input 0 reaches 8 in a dimension of size 8}}
+  %0 = ein.einsum (%a[p * 2 + r], %w[r]) -> [p] map "$0 * $1" reduce add : (tensor<8xf32>, tensor<3xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @no_range(%a: tensor<8xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{index 'r' of input 0 has no range: it must appear alone in some dimension}}
+  %0 = ein.einsum (%a[p + r]) -> [p] reduce add : (tensor<8xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @out_rank(%a: tensor<4xf32>) -> tensor<4x1xf32> {
+  // expected-error @+1 {{output has rank 2 but 1 indices}}
+  %0 = ein.einsum (%a[m]) -> [m] : (tensor<4xf32>) -> tensor<4x1xf32>
+  func.return %0 : tensor<4x1xf32>
+}
+
+// -----
+
+func.func @reshape(%a: tensor<4x3xf32>) -> tensor<5xf32> {
+  // expected-error @+1 {{reshape from [4, 3] to [5] changes the number of elements}}
+  %0 = ein.reshape %a : tensor<4x3xf32> -> tensor<5xf32>
+  func.return %0 : tensor<5xf32>
+}

@@ -1,0 +1,57 @@
+// RUN: einc opt %s -p lower-ein-to-loops --split-input-file | filecheck %s
+
+// A matmul: identity into the output, then a nest m, k, n that accumulates.
+// CHECK-LABEL: func.func @main
+// CHECK-SAME: (%[[A:.+]]: memref<32xf32>, %[[B:.+]]: memref<24xf32>, %[[Y:.+]]: memref<12xf32>)
+// CHECK-SAME: einc.buffers = [{role = "input", name = "a", shape = [4 : i64, 8 : i64]}, {role = "input", name = "b", shape = [8 : i64, 3 : i64]}, {role = "output", name = "y", shape = [4 : i64, 3 : i64]}]
+// CHECK:      scf.for %[[M0:.+]] =
+// CHECK-NEXT:   scf.for %[[N0:.+]] =
+// CHECK:          %[[ZERO:.+]] = arith.constant 0.000000e+00 : f32
+// CHECK:          memref.store %[[ZERO]], %[[Y]]
+// CHECK:      scf.for %[[M:.+]] =
+// CHECK:        scf.for %[[K:.+]] =
+// CHECK:          scf.for %[[N:.+]] =
+// CHECK:            %[[X:.+]] = memref.load %[[A]]
+// CHECK:            %[[W:.+]] = memref.load %[[B]]
+// CHECK:            %[[P:.+]] = arith.mulf %[[X]], %[[W]] : f32
+// CHECK:            %[[ACC:.+]] = memref.load %[[Y]]
+// CHECK:            %[[SUM:.+]] = arith.addf %[[ACC]], %[[P]] : f32
+// CHECK:            memref.store %[[SUM]], %[[Y]]
+func.func @main(%a: tensor<4x8xf32>, %b: tensor<8x3xf32>) -> tensor<4x3xf32> attributes {einc.inputs = ["a", "b"], einc.outputs = ["y"]} {
+  %0 = ein.einsum (%a[m, k], %b[k, n]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<8x3xf32>) -> tensor<4x3xf32>
+  func.return %0 : tensor<4x3xf32>
+}
+
+// -----
+
+// A weight, an intermediate, a view and an output that is a view (so copied):
+// buffers in the order inputs, outputs, weights, intermediates; the reshape
+// reads the intermediate's buffer with new strides.
+// CHECK-LABEL: func.func @main
+// CHECK-SAME: (%[[X:.+]]: memref<6xf32>, %[[OUT:.+]]: memref<6xf32>, %[[W:.+]]: memref<3xf32>, %[[T:.+]]: memref<6xf32>)
+// CHECK-SAME: {role = "weight", name = "bias", shape = [3 : i64]}, {role = "temp"
+// CHECK:       %[[V:.+]] = memref.load %[[W]]
+// CHECK:       %[[S:.+]] = arith.addf
+// CHECK:       %[[R:.+]] = math.tanh %[[S]] : f32
+// CHECK:       memref.store %[[R]], %[[T]]
+// CHECK:       %[[C:.+]] = memref.load %[[T]]
+// CHECK:       memref.store %[[C]], %[[OUT]]
+func.func @main(%x: tensor<2x3xf32>) -> tensor<3x2xf32> {
+  %w = ein.weight @bias : tensor<3xf32>
+  %0 = ein.einsum (%x[i, j], %w[j]) -> [i, j] map "tanh($0 + $1)" : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+  %1 = ein.reshape %0 : tensor<2x3xf32> -> tensor<3x2xf32>
+  func.return %1 : tensor<3x2xf32>
+}
+
+// -----
+
+// A row-wise max reduces along the contiguous index: it goes innermost.
+// CHECK-LABEL: func.func @main
+// CHECK:       arith.constant 0xff800000 : f32
+// CHECK:       scf.for %[[P:.+]] =
+// CHECK-NEXT:    scf.for %[[M:.+]] =
+// CHECK:           arith.maximumf
+func.func @main(%x: tensor<4x16xf32>) -> tensor<4xf32> {
+  %0 = ein.einsum (%x[p, m]) -> [p] reduce max : (tensor<4x16xf32>) -> tensor<4xf32>
+  func.return %0 : tensor<4xf32>
+}
