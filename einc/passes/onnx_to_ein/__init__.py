@@ -103,7 +103,7 @@ class OnnxToEin(ModulePass):
             for result, value in zip(onnx_op.results, values):
                 if value.name_hint is None and result.name_hint is not None:
                     value.name_hint = result.name_hint
-                result.replace_by(value)
+                result.replace_all_uses_with(value)
             rewriter.erase_op(onnx_op, safe_erase=False)
         for none in [o for o in op.walk() if o.name == "onnx.none"]:
             rewriter.erase_op(none)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from xdsl.ir import SSAValue
 
+from einc.ir import mapexpr
 from einc.passes.onnx_to_ein.common import (
     CascadeBuilder,
     Lowering,
@@ -55,9 +56,10 @@ def _elementwise(map_text: str) -> Lowering:
 def _variadic(binary: str) -> Lowering:
     def lower(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         inputs = [v for v in node.inputs if v is not None]
-        expr = "$0"
+        fold = mapexpr.parse(binary)
+        expr: mapexpr.Expr = mapexpr.Input(0)
         for n in range(1, len(inputs)):
-            expr = binary.replace("$0", f"({expr})").replace("$1", f"${n}")
+            expr = mapexpr.substitute(fold, [expr, mapexpr.Input(n)])
         return [b.elementwise(inputs, expr, node.result_types[0])]
 
     return lower
