@@ -57,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from einc.runtime import load
 
     model = load(args.artifact)
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for item in args.input or []:
         name, path = _parse_feed(item)
         try:
@@ -82,9 +82,15 @@ def _safe(name: str) -> str:
 
 
 def _cmd_opt(argv: Sequence[str]) -> int:
+    from xdsl.utils.exceptions import DiagnosticException, ParseError, PassFailedException, VerifyException
+
     from einc.tools.opt import EincOptMain
 
-    EincOptMain(args=argv).run()
+    try:
+        EincOptMain(args=argv).run()
+    except (ParseError, VerifyException, DiagnosticException, PassFailedException) as err:
+        print(f"einc: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -116,10 +122,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "opt":
-        return _cmd_opt(argv[1:])
-    args = _build_parser().parse_args(argv)
     try:
+        if argv and argv[0] == "opt":
+            return _cmd_opt(argv[1:])
+        args = _build_parser().parse_args(argv)
         return args.handler(args)
     except EincError as err:
         print(f"einc: error: {err}", file=sys.stderr)
