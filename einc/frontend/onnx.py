@@ -1,0 +1,634 @@
+"""ONNX import: a model becomes one `func.func @main` of `onnx` ops with static types.
+
+The steps, each with its own diagnostics, in the order a user meets them: load the
+file; refuse what no later stage could compile (a newer opset, nodes of other
+domains), naming every such node at once; fix the input shapes the caller gives;
+run onnx's shape inference (strict, with data propagation) so every value has a
+static type; then emit one op per node. Initializers and Constant values larger
+than `INLINE_LIMIT` elements stay out of the IR, in the weight table, referenced
+by `ein.weight @symbol`, so a 90 MB model prints as a few kilobytes of IR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx.inliner
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, TypeProto, numpy_helper
+from onnx.checker import ValidationError
+from onnx.shape_inference import InferenceError
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
+    FloatAttr,
+    FunctionType,
+    IntegerAttr,
+    ModuleOp,
+    NoneType,
+    StringAttr,
+    TensorType,
+    f32,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+
+from einc.diagnostics import EincError, located
+from einc.ir.dtypes import numpy_to_type, onnx_to_type, type_to_numpy
+from einc.ir.ein import ConstantOp, WeightOp
+from einc.ir.onnx import OP_CLASSES, NoneOp, YieldOp, onnx_op_class
+
+INLINE_LIMIT = 64
+"""Initializers and Constant values with more elements than this become weights."""
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+"""The names of ONNX's default operator domain, the only one einc compiles."""
+
+Signature = list[tuple[str, tuple[int, ...], np.dtype]]
+"""Name, shape and dtype of each input or output of a model."""
+
+
+@dataclass
+class ImportedModel:
+    """An imported model: its IR, the weights that IR refers to, its signature."""
+
+    module: ModuleOp
+    weights: dict[str, np.ndarray] = field(repr=False)
+    """`ein.weight` symbol -> the array it stands for."""
+    inputs: Signature
+    outputs: Signature
+    source: str
+    """The model's file, or `<model>` for a ModelProto, for diagnostics."""
+
+
+def import_model(
+    model: str | os.PathLike | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> ImportedModel:
+    """Import an ONNX model (file or ModelProto, never modified) with static shapes.
+
+    `input_shapes` gives concrete shapes to inputs with symbolic dims, by input name.
+    Every problem with the model is raised as an `EincError`.
+    """
+    proto, source = _load(model)
+    try:
+        _check_opsets(proto)
+        if proto.functions:
+            proto = onnx.inliner.inline_local_functions(proto)
+        _check_nodes(proto.graph)
+        _check_references(proto.graph, set())
+        initializers = _initializer_names(proto.graph)
+        inputs = [i for i in proto.graph.input if i.name not in initializers]
+        inferred = _infer_shapes(proto, inputs, input_shapes or {})
+        return _Importer(source).run(proto, inferred, [i.name for i in inputs])
+    except EincError as err:
+        raise located(err, source) from None
+
+
+# -- loading and refusing ------------------------------------------------------------
+
+
+def _load(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        proto, source = model, "<model>"
+    else:
+        source = os.fspath(model)
+        if not os.path.isfile(source):
+            raise EincError("no such file", file=source)
+        try:
+            proto = onnx.load(source)
+        except DecodeError:
+            raise EincError(
+                "not an ONNX model: the file is not a ModelProto or is truncated", file=source
+            ) from None
+        except (OSError, ValueError, ValidationError) as err:  # external data missing
+            raise EincError(f"cannot load the model: {err}", file=source) from None
+    if not proto.HasField("graph"):
+        raise EincError("not an ONNX model: it has no graph", file=source)
+    return proto, source
+
+
+def _check_opsets(model: onnx.ModelProto) -> None:
+    known = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in DEFAULT_DOMAINS and opset.version > known:
+            raise EincError(
+                f"the model uses ONNX opset {opset.version} but the installed onnx "
+                f"{onnx.__version__} knows opsets up to {known}: upgrade onnx or "
+                "export the model for an older opset"
+            )
+
+
+def _subgraphs(node: NodeProto) -> Iterator[GraphProto]:
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            yield attr.g
+        yield from attr.graphs
+
+
+def _all_nodes(graph: GraphProto) -> Iterator[NodeProto]:
+    """The nodes of a graph and of its subgraphs, depth first."""
+    for node in graph.node:
+        yield node
+        for sub in _subgraphs(node):
+            yield from _all_nodes(sub)
+
+
+def _node_label(node: NodeProto) -> str:
+    return node.name or f"<unnamed, output {node.output[0] if node.output else ''}>"
+
+
+def _op_label(node: NodeProto) -> str:
+    return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
+
+
+def _check_nodes(graph: GraphProto) -> None:
+    bad = [
+        n
+        for n in _all_nodes(graph)
+        if n.domain not in DEFAULT_DOMAINS or n.op_type not in OP_CLASSES
+    ]
+    if not bad:
+        return
+    listed = ", ".join(f"'{_node_label(n)}' ({_op_label(n)})" for n in bad)
+    domains = sorted({n.domain for n in bad if n.domain not in DEFAULT_DOMAINS})
+    why = f"einc compiles the ops of the default ONNX domain known to onnx {onnx.__version__}"
+    if domains:
+        why += f"; this model also uses {', '.join(domains)}"
+    raise EincError(f"{len(bad)} unsupported node{'s' * (len(bad) > 1)}: {listed}\n{why}")
+
+
+def _check_references(graph: GraphProto, outer: set[str]) -> None:
+    """Every node input must be defined before the node (ONNX graphs are sorted)."""
+    defined = outer | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in defined:
+                raise EincError(
+                    f"input '{name}' is not defined before this node: no earlier node, "
+                    "initializer or graph input makes it",
+                    node=_node_label(node),
+                    op=_op_label(node),
+                )
+        for sub in _subgraphs(node):
+            _check_references(sub, defined)
+        defined.update(node.output)
+    for value in graph.output:
+        if value.name not in defined:
+            raise EincError(f"graph output '{value.name}' is not defined in its graph")
+
+
+def _initializer_names(graph: GraphProto) -> set[str]:
+    if graph.sparse_initializer:
+        name = graph.sparse_initializer[0].values.name
+        raise EincError(f"sparse initializer '{name}' is not supported")
+    return {t.name for t in graph.initializer}
+
+
+# -- shapes ------------------------------------------------------------------------------
+
+
+_UNKNOWN_DIM = re.compile(r"^unk__\d+$")
+"""The names shape inference makes up for dims it cannot know."""
+
+
+def _dims(t: TypeProto) -> list[int | str] | None:
+    """A tensor type's dims: ints where known, names or '?' where not; None if unranked."""
+    if not t.tensor_type.HasField("shape"):
+        return None
+    return [
+        d.dim_value if d.HasField("dim_value") else _UNKNOWN_DIM.sub("?", d.dim_param or "?")
+        for d in t.tensor_type.shape.dim
+    ]
+
+
+def _fix_input_shapes(
+    inputs: Sequence[onnx.ValueInfoProto], shapes: Mapping[str, Sequence[int]]
+) -> None:
+    """Write the caller's shapes into the (copied) graph inputs; refuse any mismatch."""
+    by_name = {i.name: i for i in inputs}
+    for name in shapes:
+        if name not in by_name:
+            raise EincError(
+                f"an input shape is given for '{name}', which is not an input of the model "
+                f"(its inputs: {', '.join(by_name) or 'none'})"
+            )
+    unknown = []
+    for value in inputs:
+        if value.type.WhichOneof("value") != "tensor_type":
+            raise EincError(f"input '{value.name}' is not a tensor: only tensors are supported")
+        dims = _dims(value.type)
+        if value.name in shapes:
+            given = [int(d) for d in shapes[value.name]]
+            if any(d < 0 for d in given):
+                raise EincError(f"the shape {_show(given)} of '{value.name}' has a negative dim")
+            if dims is not None and len(dims) != len(given):
+                raise EincError(
+                    f"input '{value.name}' has rank {len(dims)} (dims {_show(dims)}) "
+                    f"but the given shape {_show(given)} has rank {len(given)}"
+                )
+            for n, (have, want) in enumerate(zip(dims or given, given)):
+                if isinstance(have, int) and have != want:
+                    raise EincError(
+                        f"input '{value.name}' has dims {_show(dims)}: dim {n} is fixed at "
+                        f"{have} but the given shape {_show(given)} sets it to {want}"
+                    )
+            shape = value.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in given:
+                shape.dim.add().dim_value = d
+        elif dims is None or not all(isinstance(d, int) for d in dims):
+            unknown.append((value.name, dims))
+    if unknown:
+        raise EincError("\n".join(_ask_for_shape(name, dims) for name, dims in unknown))
+
+
+def _ask_for_shape(name: str, dims: list[int | str] | None) -> str:
+    if dims is None:
+        return f"input '{name}' has unknown rank: give its shape with --input-shape {name}=DxD"
+    example = "x".join(str(d) if isinstance(d, int) else "D" for d in dims)
+    return (
+        f"input '{name}' has symbolic or unknown dims {_show(dims)}: "
+        f"give its shape with --input-shape {name}={example}"
+    )
+
+
+def _show(dims: Sequence[int | str]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _inference_copy(
+    model: onnx.ModelProto, inputs: Sequence[onnx.ValueInfoProto]
+) -> onnx.ModelProto:
+    """A copy for shape inference in which large initializers are typed graph inputs.
+
+    Inference only reads their types (shape-carrying tensors are small), so it never
+    copies the weights twice nor trips protobuf's 2 GB message limit.
+    """
+    g = model.graph
+    large = [t for t in g.initializer if _numel(t) > INLINE_LIMIT]
+    declared = {i.name for i in g.input}
+    initializers = _initializer_names(g)
+    graph = GraphProto(
+        name=g.name,
+        node=g.node,
+        input=[
+            *inputs,
+            *(i for i in g.input if i.name in initializers),
+            *(
+                onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                for t in large
+                if t.name not in declared
+            ),
+        ],
+        output=g.output,
+        value_info=g.value_info,
+        initializer=[t for t in g.initializer if _numel(t) <= INLINE_LIMIT],
+    )
+    return onnx.ModelProto(
+        ir_version=model.ir_version, opset_import=model.opset_import, graph=graph
+    )
+
+
+def _numel(t: TensorProto) -> int:
+    return int(np.prod(t.dims, dtype=np.int64))
+
+
+def _infer_shapes(
+    model: onnx.ModelProto,
+    inputs: Sequence[onnx.ValueInfoProto],
+    shapes: Mapping[str, Sequence[int]],
+) -> onnx.ModelProto:
+    copy = _inference_copy(model, inputs)
+    _fix_input_shapes(copy.graph.input[: len(inputs)], shapes)
+    try:
+        return onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
+    except InferenceError as err:
+        raise _inference_error(str(err)) from None
+
+
+_INFERENCE_ERROR = re.compile(
+    r"\(op_type:(?P<op>[^,]*), node name: (?P<node>[^)]*)\): (?P<reason>.*)"
+)
+_ERROR_TAG = re.compile(r"\[\w+\]\s*")
+
+
+def _inference_error(text: str) -> EincError:
+    """onnx's `[ShapeInferenceError] (op_type:Add, node name: n): [...] reason`, as ours."""
+    found = list(_INFERENCE_ERROR.finditer(text))
+    if not found:
+        return EincError("shape inference failed: " + _ERROR_TAG.sub("", text).strip())
+    first, *rest = found
+    lines = [_ERROR_TAG.sub("", first["reason"]).strip()] + [
+        f"node '{m['node']}' ({m['op']}): {_ERROR_TAG.sub('', m['reason']).strip()}" for m in rest
+    ]
+    return EincError(
+        "shape inference failed: " + "\n".join(lines), node=first["node"] or None, op=first["op"]
+    )
+
+
+# -- attributes and data -----------------------------------------------------------------
+
+
+def _dense(array: np.ndarray) -> DenseIntOrFPElementsAttr:
+    flat = array.ravel()
+    values = flat.tolist() if flat.dtype.kind in "biu" else flat.astype(np.float64).tolist()
+    return DenseIntOrFPElementsAttr.from_list(
+        TensorType(numpy_to_type(array.dtype), array.shape), values
+    )
+
+
+def _to_array(tensor: TensorProto) -> np.ndarray:
+    dtype = type_to_numpy(onnx_to_type(tensor.data_type))  # refuses strings, float8, ...
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (OSError, ValueError, ValidationError) as err:
+        raise EincError(f"cannot read tensor '{tensor.name}': {err}") from None
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _int_attr(a: AttributeProto) -> Attribute:
+    return IntegerAttr(a.i, i64)
+
+
+def _float_attr(a: AttributeProto) -> Attribute:
+    return FloatAttr(a.f, f32)
+
+
+def _string_attr(a: AttributeProto) -> Attribute:
+    return StringAttr(a.s.decode(errors="replace"))
+
+
+def _ints_attr(a: AttributeProto) -> Attribute:
+    return DenseArrayBase.from_list(i64, list(a.ints))
+
+
+def _floats_attr(a: AttributeProto) -> Attribute:
+    return DenseArrayBase.from_list(f32, list(a.floats))
+
+
+def _strings_attr(a: AttributeProto) -> Attribute:
+    return ArrayAttr([StringAttr(s.decode(errors="replace")) for s in a.strings])
+
+
+def _tensor_attr(a: AttributeProto) -> Attribute:
+    return _dense(_to_array(a.t))
+
+
+ATTRIBUTES: dict[int, Callable[[AttributeProto], Attribute]] = {
+    AttributeProto.INT: _int_attr,
+    AttributeProto.FLOAT: _float_attr,
+    AttributeProto.STRING: _string_attr,
+    AttributeProto.INTS: _ints_attr,
+    AttributeProto.FLOATS: _floats_attr,
+    AttributeProto.STRINGS: _strings_attr,
+    AttributeProto.TENSOR: _tensor_attr,
+}
+"""ONNX attribute type -> its op attribute (GRAPH attributes become regions)."""
+
+CONSTANT_DTYPES: dict[str, type] = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+"""A Constant's scalar and list attributes -> the dtype of the tensor they make."""
+
+
+def _constant_array(node: NodeProto) -> np.ndarray:
+    if len(node.attribute) != 1:
+        raise EincError(f"a Constant needs exactly one attribute, not {len(node.attribute)}")
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return _to_array(attr.t)
+    if attr.name in CONSTANT_DTYPES:
+        return np.array(onnx.helper.get_attribute_value(attr), dtype=CONSTANT_DTYPES[attr.name])
+    raise EincError(f"a Constant given by '{attr.name}' is not supported")
+
+
+def _ssa_name(onnx_name: str) -> str:
+    """A readable SSA name for an ONNX value: `/conv1/Conv_output_0` -> `conv1_Conv_output_0`."""
+    name = re.sub(r"[^A-Za-z0-9_$.-]", "_", onnx_name).strip("_")
+    return name if name and not name[0].isdigit() else f"v{name}"
+
+
+# -- emitting the IR -----------------------------------------------------------------------
+
+Scope = ChainMap[str, SSAValue]
+"""ONNX value name -> its SSA value; subgraphs see the values of the graphs around them."""
+
+
+def _types(graph: GraphProto) -> dict[str, TypeProto]:
+    return {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+
+
+def _used_names(graph: GraphProto) -> set[str]:
+    """Every value name read by a node or returned by a graph, subgraphs included."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for sub in _subgraphs(node):
+            used |= _used_names(sub)
+    return used
+
+
+def _strip_trailing_empty(names: Sequence[str]) -> list[str]:
+    """ONNX writes absent trailing optional inputs/outputs as '' or leaves them out: drop them."""
+    names = list(names)
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+class _Importer:
+    """Emits the IR of one model, collecting its weights and unique weight symbols."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.weights: dict[str, np.ndarray] = {}
+        self.used: set[str] = set()
+
+    def run(
+        self, model: onnx.ModelProto, inferred: onnx.ModelProto, input_names: list[str]
+    ) -> ImportedModel:
+        graph = inferred.graph
+        self.used = _used_names(graph)
+        types = _types(graph)
+        by_name = {i.name: i for i in graph.input}
+        block = Block(arg_types=[self._type(by_name[n].type, n) for n in input_names])
+        scope: Scope = ChainMap()
+        for name, arg in zip(input_names, block.args):
+            arg.name_hint = _ssa_name(name)
+            scope[name] = arg
+        self._emit_graph(graph, model.graph.initializer, block, scope, types)
+        results = [self._lookup(scope, o.name, "graph output") for o in graph.output]
+        block.add_op(func.ReturnOp(*results))
+        signature = FunctionType.from_lists(block.arg_types, [r.type for r in results])
+        main = func.FuncOp("main", signature, Region(block))
+        main.attributes["einc.inputs"] = ArrayAttr([StringAttr(n) for n in input_names])
+        main.attributes["einc.outputs"] = ArrayAttr([StringAttr(o.name) for o in graph.output])
+        opsets = {
+            (o.domain or "ai.onnx"): IntegerAttr(o.version, i64) for o in model.opset_import
+        }
+        module = ModuleOp([main], attributes={"onnx.opset": DictionaryAttr(opsets)})
+        return ImportedModel(
+            module=module,
+            weights=self.weights,
+            inputs=[_signature(n, v) for n, v in zip(input_names, block.args)],
+            outputs=[_signature(o.name, v) for o, v in zip(graph.output, results)],
+            source=self.source,
+        )
+
+    def _emit_graph(
+        self,
+        graph: GraphProto,
+        initializers: Sequence[TensorProto],
+        block: Block,
+        scope: Scope,
+        types: dict[str, TypeProto],
+    ) -> None:
+        for tensor in initializers:
+            if tensor.name in self.used:
+                op = self._data_op(tensor.name, _to_array(tensor))
+                block.add_op(op)
+                scope[tensor.name] = op.results[0]
+        for node in graph.node:
+            try:
+                self._emit_node(node, block, scope, types)
+            except EincError as err:
+                if err.node is None and err.op is None:
+                    err.node, err.op = _node_label(node), _op_label(node)
+                raise
+
+    def _emit_node(
+        self, node: NodeProto, block: Block, scope: Scope, types: dict[str, TypeProto]
+    ) -> None:
+        if node.op_type == "Constant":
+            op = self._data_op(node.output[0], _constant_array(node))
+            if node.name:
+                op.attributes["onnx_node"] = StringAttr(node.name)
+            block.add_op(op)
+            scope[node.output[0]] = op.results[0]
+            return
+        operands = []
+        for name in _strip_trailing_empty(node.input):
+            if name:
+                operands.append(self._lookup(scope, name, "input"))
+            else:
+                none = NoneOp()
+                none.result.name_hint = "none"
+                block.add_op(none)
+                operands.append(none.result)
+        outputs = _strip_trailing_empty(node.output)
+        result_types = [self._result_type(n, types) for n in outputs]
+        attributes: dict[str, Attribute] = {}
+        regions: list[Region] = []
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                attributes[attr.name] = IntegerAttr(len(regions), i64)
+                regions.append(self._region(attr.g, scope))
+            elif attr.type in ATTRIBUTES:
+                attributes[attr.name] = ATTRIBUTES[attr.type](attr)
+            else:
+                kind = AttributeProto.AttributeType.Name(attr.type)
+                raise EincError(f"attribute '{attr.name}' of type {kind} is not supported")
+        if node.name:
+            attributes["onnx_node"] = StringAttr(node.name)
+        op = onnx_op_class(node.op_type)(operands, result_types, attributes, regions)
+        block.add_op(op)
+        for name, result in zip(outputs, op.results):
+            if name:
+                result.name_hint = _ssa_name(name)
+                scope[name] = result
+
+    def _region(self, graph: GraphProto, scope: Scope) -> Region:
+        """A subgraph as a region: its inputs are block arguments, `onnx.yield` its outputs."""
+        types = _types(graph)
+        block = Block(arg_types=[self._type(i.type, i.name) for i in graph.input])
+        inner = scope.new_child()
+        for value, arg in zip(graph.input, block.args):
+            arg.name_hint = _ssa_name(value.name)
+            inner[value.name] = arg
+        self._emit_graph(graph, graph.initializer, block, inner, types)
+        outputs = [self._lookup(inner, o.name, "subgraph output") for o in graph.output]
+        block.add_op(YieldOp(outputs))
+        return Region(block)
+
+    def _data_op(self, name: str, array: np.ndarray) -> Operation:
+        """`ein.weight` for large data (kept in the weight table), else `ein.constant`."""
+        if array.size > INLINE_LIMIT:
+            symbol = self._symbol(name)
+            self.weights[symbol] = array
+            op: Operation = WeightOp(symbol, TensorType(numpy_to_type(array.dtype), array.shape))
+        else:
+            op = ConstantOp(_dense(array))
+        op.results[0].name_hint = _ssa_name(name)
+        return op
+
+    def _symbol(self, name: str) -> str:
+        """A unique symbol close to the ONNX name: `onnx::MatMul_12` -> `onnx__MatMul_12`."""
+        base = re.sub(r"[^A-Za-z0-9_$.]", "_", name)
+        if not re.match(r"[A-Za-z_]", base):
+            base = "_" + base
+        symbol, n = base, 0
+        while symbol in self.weights:
+            n += 1
+            symbol = f"{base}_{n}"
+        return symbol
+
+    def _result_type(self, name: str, types: dict[str, TypeProto]) -> Attribute:
+        """A node output's type; `none` for absent outputs and for outputs nobody reads
+        whose type inference left open (such as the mask of Dropout before opset 12)."""
+        if not name:
+            return NoneType()
+        try:
+            return self._type(types.get(name), name)
+        except EincError:
+            if name in self.used:
+                raise
+            return NoneType()
+
+    @staticmethod
+    def _lookup(scope: Scope, name: str, what: str) -> SSAValue:
+        if name not in scope:
+            raise EincError(f"{what} '{name}' is no node's output, initializer or graph input")
+        return scope[name]
+
+    @staticmethod
+    def _type(t: TypeProto | None, name: str) -> TensorType:
+        """The static tensor type of a value, or an error saying what inference left open."""
+        kind = t.WhichOneof("value") if t is not None else None
+        if t is None or kind is None:
+            raise EincError(f"shape inference could not determine the type of value '{name}'")
+        if kind != "tensor_type":
+            kind = kind.removesuffix("_type").replace("_", " ")
+            raise EincError(f"value '{name}' is of {kind} type: only tensors are supported")
+        if t.tensor_type.elem_type == TensorProto.UNDEFINED:
+            raise EincError(f"shape inference could not determine the dtype of value '{name}'")
+        try:
+            element = onnx_to_type(t.tensor_type.elem_type)
+        except EincError as err:
+            raise EincError(f"value '{name}': {err.reason}") from None
+        dims = _dims(t)
+        if dims is None:
+            raise EincError(f"shape inference could not determine the rank of value '{name}'")
+        if not all(isinstance(d, int) for d in dims):
+            raise EincError(
+                f"shape inference could not determine the shape of value '{name}': "
+                f"dims {_show(dims)}"
+            )
+        return TensorType(element, dims)
+
+
+def _signature(name: str, value: SSAValue) -> tuple[str, tuple[int, ...], np.dtype]:
+    t: TensorType = value.type  # type: ignore[assignment]
+    return name, tuple(t.get_shape()), type_to_numpy(t.get_element_type())
