@@ -1,0 +1,118 @@
+"""The llvm dialect -> llvmlite IR -> host machine code, and loading that code in-process.
+
+xDSL's `convert_module` translates its own `llvm` ops and raises on any other op,
+with no hook for more. einc's `llvmx` ops (extra_ops.py) need one, so `to_llvmlite`
+follows `convert_module` step for step, reusing xDSL's translation of globals,
+declarations and every `llvm` op, and emits the `llvmx` ops itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+from xdsl.backend.llvm.convert import _convert_global, _declare_func
+from xdsl.backend.llvm.convert_op import convert_op
+from xdsl.backend.llvm.convert_type import convert_type
+from xdsl.dialects import llvm as xllvm
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
+
+from einc.backends.llvm.extra_ops import CAST_INSTRUCTIONS
+
+llvm.initialize_native_target()
+llvm.initialize_native_asmprinter()
+
+
+def _convert_extra_op(op: Operation, builder: ir.IRBuilder, values: dict[SSAValue, ir.Value]):
+    cast = getattr(builder, CAST_INSTRUCTIONS[type(op)])
+    values[op.results[0]] = cast(values[op.operands[0]], convert_type(op.results[0].type))
+
+
+def _convert_body(op: xllvm.FuncOp, llvm_module: ir.Module) -> None:
+    """One function body, as xDSL's `_convert_func` does it, plus the `llvmx` ops."""
+    func = llvm_module.get_global(op.sym_name.data)
+    blocks = {b: func.append_basic_block(b.name_hint or "") for b in op.body.blocks}
+    values: dict[SSAValue, ir.Value] = dict(zip(op.body.blocks[0].args, func.args, strict=True))
+    # Block arguments are phis; the branches into a block add their incoming values.
+    for block in list(op.body.blocks)[1:]:
+        builder = ir.IRBuilder(blocks[block])
+        values.update((arg, builder.phi(convert_type(arg.type))) for arg in block.args)
+    for block in op.body.blocks:
+        builder = ir.IRBuilder(blocks[block])
+        for inner in block.ops:
+            if type(inner) in CAST_INSTRUCTIONS:
+                _convert_extra_op(inner, builder, values)
+            else:
+                convert_op(inner, builder, values, blocks)
+
+
+def to_llvmlite(module: ModuleOp) -> ir.Module:
+    """Translate a module of `llvm` and `llvmx` ops to llvmlite IR for the host."""
+    llvm_module = ir.Module()
+    triple = module.attributes.get("llvm.target_triple")
+    host = llvm.get_process_triple()
+    llvm_module.triple = triple.data if isinstance(triple, StringAttr) else host
+    funcs: list[xllvm.FuncOp] = []
+    for op in module.ops:
+        match op:
+            case xllvm.GlobalOp():
+                _convert_global(op, llvm_module)
+            case xllvm.FuncOp():
+                funcs.append(op)
+            case _:
+                raise NotImplementedError(f"cannot translate top-level op {op.name} to LLVM IR")
+    for op in funcs:
+        _declare_func(op, llvm_module)
+    for op in funcs:
+        if op.body.blocks:
+            _convert_body(op, llvm_module)
+    return llvm_module
+
+
+def _host_target_machine(opt_level: int) -> llvm.TargetMachine:
+    # The large code model lets MCJIT place code, constants and libm anywhere in
+    # the address space, so a loaded object never hits a 32-bit relocation limit.
+    return llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=opt_level,
+        codemodel="jitdefault",
+    )
+
+
+def compile_to_object(module: ModuleOp | ir.Module, opt_level: int = 3) -> bytes:
+    """Optimise for the host CPU (vectorisers on) and emit a relocatable object file."""
+    llvm_ir = to_llvmlite(module) if isinstance(module, ModuleOp) else module
+    tm = _host_target_machine(opt_level)
+    mod = llvm.parse_assembly(str(llvm_ir))
+    mod.triple = llvm.get_process_triple()
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    if opt_level > 0:
+        tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+        tuning.loop_vectorization = True
+        tuning.slp_vectorization = True
+        builder = llvm.create_pass_builder(tm, tuning)
+        builder.getModulePassManager().run(mod, builder)
+    return tm.emit_object(mod)
+
+
+def jit_load(object_bytes: bytes) -> tuple[llvm.ExecutionEngine, Callable[[str], int]]:
+    """Load an object file into this process; returns the engine and `lookup(name) -> address`.
+
+    The engine owns the code: keep it alive as long as any looked-up address is called.
+    Undefined symbols (expf, tanhf, pthread_create) resolve against the running process.
+    """
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_target_machine(3))
+    engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
+    engine.finalize_object()
+
+    def lookup(name: str) -> int:
+        address = engine.get_function_address(name)
+        if not address:
+            raise KeyError(f"symbol '{name}' is not in the loaded object")
+        return address
+
+    return engine, lookup
