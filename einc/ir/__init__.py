@@ -1,4 +1,5 @@
-"""einc's dialects: `onnx` (the imported graph) and `ein` (einsum cascades)."""
+"""einc's dialects: `onnx` (the imported graph), `ein` (einsum cascades), and
+`llvmx` (the LLVM casts xDSL's llvm dialect lacks)."""
 
 from collections.abc import Callable
 
@@ -17,5 +18,11 @@ def _ein() -> Dialect:
     return Ein
 
 
-DIALECTS: dict[str, Callable[[], Dialect]] = {"onnx": _onnx, "ein": _ein}
+def _llvmx() -> Dialect:
+    from einc.backends.llvm.extra_ops import LLVMX
+
+    return LLVMX
+
+
+DIALECTS: dict[str, Callable[[], Dialect]] = {"onnx": _onnx, "ein": _ein, "llvmx": _llvmx}
 """Dialect name -> loader, imported lazily as xDSL's own registry does."""

@@ -13,16 +13,18 @@ import llvmlite.binding as llvm
 
 
 def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
-    """A target machine for this CPU with all its features (AVX-512 where present)."""
+    """A target machine for this CPU with all its features (AVX-512 where present).
+
+    The JIT's code model lets MCJIT place code, constants and libm anywhere in
+    the address space, so a loaded object never hits a 32-bit relocation limit.
+    """
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(
+    return llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
         cpu=llvm.get_host_cpu_name(),
         features=llvm.get_host_cpu_features().flatten(),
         opt=opt_level,
-        reloc="pic",
-        codemodel="default",
+        codemodel="jitdefault",
     )
 
 
@@ -32,11 +34,16 @@ class LoadedCode:
 
     engine: llvm.ExecutionEngine
 
-    def function(self, name: str, restype: type | None, *argtypes: type) -> ctypes._CFuncPtr:
+    def address(self, name: str) -> int:
+        """The address of a function of the loaded code."""
         address = self.engine.get_function_address(name)
         if not address:
             raise KeyError(f"compiled code has no function '{name}'")
-        return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+        return address
+
+    def function(self, name: str, restype: type | None, *argtypes: type) -> ctypes._CFuncPtr:
+        """A ctypes callable for a function of the loaded code."""
+        return ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
 
 
 def load_object(code: bytes) -> LoadedCode:

@@ -15,7 +15,8 @@ import pytest
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
-from einc.backends.llvm.translate import compile_to_object, jit_load, to_llvmlite
+from einc.backends.llvm.translate import compile_to_object, to_llvmlite
+from einc.runtime.jit import load_object
 from einc.passes import Pipeline
 from einc.passes.pipeline import CPU_LLVM, make_context
 
@@ -35,10 +36,9 @@ def run(text: str, *buffers: np.ndarray, opt_level: int = 3) -> None:
     """Lower, compile and call `@main` on `buffers` (written in place)."""
     module = Parser(make_context(), text).parse_module()
     Pipeline(TAIL, verify_each=True).apply(module)
-    engine, lookup = jit_load(compile_to_object(module, opt_level))
+    code = load_object(compile_to_object(module, opt_level))
     table = (ctypes.c_void_p * len(buffers))(*(b.ctypes.data for b in buffers))
-    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lookup("einc_entry"))(table)
-    del engine
+    code.function("einc_entry", None, ctypes.c_void_p)(table)
 
 
 def map_kernel(body: str, ins: list[type], outs: list[type], n: int) -> str:
@@ -443,6 +443,6 @@ def test_noalias_and_entry_point_in_llvm_ir():
 
 
 def test_lookup_of_a_missing_symbol_fails():
-    _engine, lookup = jit_load(compile_to_object(lowered("%y0 = math.exp %x0 : f32")))
+    code = load_object(compile_to_object(lowered("%y0 = math.exp %x0 : f32")))
     with pytest.raises(KeyError, match="nope"):
-        lookup("nope")
+        code.address("nope")

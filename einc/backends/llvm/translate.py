@@ -8,7 +8,6 @@ declarations and every `llvm` op, and emits the `llvmx` ops itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -20,6 +19,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 
 from einc.backends.llvm.extra_ops import CAST_INSTRUCTIONS
+from einc.runtime.jit import host_target_machine
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -71,21 +71,10 @@ def to_llvmlite(module: ModuleOp) -> ir.Module:
     return llvm_module
 
 
-def _host_target_machine(opt_level: int) -> llvm.TargetMachine:
-    # The large code model lets MCJIT place code, constants and libm anywhere in
-    # the address space, so a loaded object never hits a 32-bit relocation limit.
-    return llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
-        cpu=llvm.get_host_cpu_name(),
-        features=llvm.get_host_cpu_features().flatten(),
-        opt=opt_level,
-        codemodel="jitdefault",
-    )
-
-
 def compile_to_object(module: ModuleOp | ir.Module, opt_level: int = 3) -> bytes:
     """Optimise for the host CPU (vectorisers on) and emit a relocatable object file."""
     llvm_ir = to_llvmlite(module) if isinstance(module, ModuleOp) else module
-    tm = _host_target_machine(opt_level)
+    tm = host_target_machine(opt_level)
     mod = llvm.parse_assembly(str(llvm_ir))
     mod.triple = llvm.get_process_triple()
     mod.data_layout = str(tm.target_data)
@@ -97,22 +86,3 @@ def compile_to_object(module: ModuleOp | ir.Module, opt_level: int = 3) -> bytes
         builder = llvm.create_pass_builder(tm, tuning)
         builder.getModulePassManager().run(mod, builder)
     return tm.emit_object(mod)
-
-
-def jit_load(object_bytes: bytes) -> tuple[llvm.ExecutionEngine, Callable[[str], int]]:
-    """Load an object file into this process; returns the engine and `lookup(name) -> address`.
-
-    The engine owns the code: keep it alive as long as any looked-up address is called.
-    Undefined symbols (expf, tanhf, pthread_create) resolve against the running process.
-    """
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _host_target_machine(3))
-    engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
-    engine.finalize_object()
-
-    def lookup(name: str) -> int:
-        address = engine.get_function_address(name)
-        if not address:
-            raise KeyError(f"symbol '{name}' is not in the loaded object")
-        return address
-
-    return engine, lookup
