@@ -19,10 +19,16 @@ import math
 from collections.abc import Sequence
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    DenseArrayBase,
     DenseIntOrFPElementsAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
     StringAttr,
     SymbolRefAttr,
     TensorType,
+    f64,
+    i64,
 )
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
@@ -192,10 +198,10 @@ class EinsumOp(IRDLOperation):
                     raise VerifyException(
                         f"index '{var}' has extent {extents[var]} and {size} in input {n}"
                     )
-                if expr.max_value(extents) >= size:
+                if expr.max_value(extents) >= size or expr.min_value(extents) < 0:
+                    reach = expr.max_value(extents) if expr.min_value(extents) >= 0 else expr.min_value(extents)
                     raise VerifyException(
-                        f"index '{expr}' of input {n} reaches {expr.max_value(extents)} "
-                        f"in a dimension of size {size}"
+                        f"index '{expr}' of input {n} reaches {reach} in a dimension of size {size}"
                     )
         for var, size in zip(outs, self.result_type().get_shape()):
             if extents[var] != size:
@@ -271,20 +277,23 @@ class EinsumOp(IRDLOperation):
 
 
 def _parse_index_expr(parser: Parser) -> str:
-    """Read `m`, `0`, `p * 2 + r` as the text of an `IndexExpr`."""
-
-    def term() -> str:
-        first = parser.parse_optional_integer(allow_boolean=False, allow_negative=False)
-        text = str(first) if first is not None else parser.parse_identifier("index")
-        if parser.parse_optional_punctuation("*"):
-            other = parser.parse_optional_integer(allow_boolean=False, allow_negative=False)
-            text += " * " + (str(other) if other is not None else parser.parse_identifier())
-        return text
-
-    parts = [term()]
-    while parser.parse_optional_punctuation("+"):
-        parts.append(term())
-    return str(IndexExpr.parse(" + ".join(parts)))
+    """Read `m`, `0`, `p * 2 + r`, `9 - i` as the text of an `IndexExpr`."""
+    tokens: list[str] = []
+    while True:
+        number = parser.parse_optional_integer(allow_boolean=False, allow_negative=False)
+        if number is not None:
+            tokens.append(str(number))
+        elif (name := parser.parse_optional_identifier()) is not None:
+            tokens.append(name)
+        elif (punct := parser.parse_optional_punctuation("*") or parser.parse_optional_punctuation("+")
+              or parser.parse_optional_punctuation("-")) is not None:
+            tokens.append(punct)
+        else:
+            break
+    try:
+        return str(IndexExpr.parse(" ".join(tokens)))
+    except ValueError as err:
+        parser.raise_error(str(err))
 
 
 @irdl_op_definition
@@ -353,4 +362,240 @@ class ReshapeOp(IRDLOperation):
             )
 
 
-Ein = Dialect("ein", [EinsumOp, WeightOp, ConstantOp, ReshapeOp], [])
+@irdl_op_definition
+class GatherOp(IRDLOperation):
+    """ONNX Gather: `out[a..., i..., b...] = data[a..., indices[i...], b...]` on `axis`.
+
+    An indirect index is not affine, so gather is an op of its own; negative
+    indices count from the end, as in ONNX.
+    """
+
+    name = "ein.gather"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    result = result_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.data)
+        printer.print_string("[")
+        printer.print_operand(self.indices)
+        printer.print_string(f"] axis {self.axis.value.data}")
+        _print_tail(printer, self)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> GatherOp:
+        data = parser.parse_unresolved_operand()
+        parser.parse_punctuation("[")
+        indices = parser.parse_unresolved_operand()
+        parser.parse_punctuation("]")
+        axis, attrs, types, result = _parse_tail(parser, 2)
+        op = cls(parser.resolve_operand(data, types[0]), parser.resolve_operand(indices, types[1]), axis, result)
+        op.attributes.update(attrs)
+        return op
+
+    def __init__(self, data: SSAValue, indices: SSAValue, axis: int, result_type: TensorType):
+        super().__init__(
+            operands=[data, indices],
+            result_types=[result_type],
+            properties={"axis": IntegerAttr(axis, i64)},
+        )
+
+    def verify_(self) -> None:
+        data = tuple(self.data.type.get_shape())  # type: ignore[attr-defined]
+        idx = tuple(self.indices.type.get_shape())  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if not 0 <= axis < len(data):
+            raise VerifyException(f"gather axis {axis} is out of range for rank {len(data)}")
+        if not isinstance(self.indices.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
+            raise VerifyException("gather indices must be integers")
+        expected = data[:axis] + idx + data[axis + 1 :]
+        if tuple(self.result.type.get_shape()) != expected:  # type: ignore[attr-defined]
+            raise VerifyException(f"gather result must have shape {list(expected)}")
+
+
+@irdl_op_definition
+class ConcatOp(IRDLOperation):
+    """Inputs joined along `axis`: each is copied into its slice of the result."""
+
+    name = "ein.concat"
+    inputs = var_operand_def(TensorType)
+    result = result_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(f" axis {self.axis.value.data}")
+        _print_tail(printer, self)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConcatOp:
+        operands = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_unresolved_operand)
+        axis, attrs, types, result = _parse_tail(parser, len(operands))
+        op = cls([parser.resolve_operand(o, t) for o, t in zip(operands, types)], axis, result)
+        op.attributes.update(attrs)
+        return op
+
+    def __init__(self, inputs: Sequence[SSAValue], axis: int, result_type: TensorType):
+        super().__init__(
+            operands=[inputs], result_types=[result_type], properties={"axis": IntegerAttr(axis, i64)}
+        )
+
+    def verify_(self) -> None:
+        axis = self.axis.value.data
+        shapes = [tuple(v.type.get_shape()) for v in self.inputs]  # type: ignore[attr-defined]
+        out = tuple(self.result.type.get_shape())  # type: ignore[attr-defined]
+        if not shapes or not 0 <= axis < len(out):
+            raise VerifyException(f"concat needs inputs and an axis in range, got axis {axis}")
+        for shape in shapes:
+            if len(shape) != len(out) or shape[:axis] + shape[axis + 1 :] != out[:axis] + out[axis + 1 :]:
+                raise VerifyException(f"concat input of shape {list(shape)} does not fit {list(out)}")
+        if sum(s[axis] for s in shapes) != out[axis]:
+            raise VerifyException("concat result size along the axis is not the sum of the inputs'")
+
+
+def _print_tail(printer: Printer, op: IRDLOperation) -> None:
+    """Attributes and `: (operand types) -> result type` of gather and concat."""
+    printer.print_op_attributes(op.attributes)
+    printer.print_string(" : ")
+    printer.print_function_type(op.operand_types, op.result_types)
+
+
+def _parse_tail(parser: Parser, n_operands: int) -> tuple[int, dict[str, Attribute], list[Attribute], TensorType]:
+    """Reads `axis N {attrs} : (types) -> type` after the operands."""
+    parser.parse_keyword("axis")
+    axis = parser.parse_integer(allow_boolean=False)
+    attrs = parser.parse_optional_attr_dict()
+    parser.parse_punctuation(":")
+    fn_type = parser.parse_function_type()
+    if len(fn_type.inputs) != n_operands or len(fn_type.outputs) != 1:
+        parser.raise_error(f"expected {n_operands} operand types and one result type")
+    return axis, attrs, list(fn_type.inputs.data), fn_type.outputs.data[0]  # type: ignore[return-value]
+
+
+def _parse_scalar(parser: Parser) -> float:
+    """A float literal as Python's repr writes it: 0.5, -2, inf, -inf, nan."""
+    sign = -1.0 if parser.parse_optional_punctuation("-") else 1.0
+    if parser.parse_optional_keyword("inf"):
+        return sign * float("inf")
+    if parser.parse_optional_keyword("nan"):
+        return float("nan")
+    return sign * float(parser.parse_number())
+
+
+PAD_MODES = ("constant", "edge", "reflect")
+
+
+@irdl_op_definition
+class PadOp(IRDLOperation):
+    """Pad (or crop, with negative amounts) each dimension, and dilate it.
+
+    Output size per dimension: low + n + (n - 1) * interior + high. Interior
+    padding inserts `interior` fill elements between neighbours (how a strided
+    ConvTranspose becomes a convolution). Modes: constant (fill with `value`),
+    edge (repeat the border), reflect (mirror without the border).
+    """
+
+    name = "ein.pad"
+    source = operand_def(TensorType)
+    result = result_def(TensorType)
+    low = prop_def(DenseArrayBase)
+    high = prop_def(DenseArrayBase)
+    interior = prop_def(DenseArrayBase)
+    mode = prop_def(StringAttr)
+    value = prop_def(FloatAttr)
+    traits = traits_def(Pure())
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.source)
+        for name, values in zip(("low", "high", "interior"), self.amounts):
+            printer.print_string(f" {name} [{', '.join(map(str, values))}]")
+        printer.print_string(f" {self.mode.data} ")
+        printer.print_string(repr(self.value.value.data))
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.source.type)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PadOp:
+        source = parser.parse_unresolved_operand()
+        amounts = []
+        for name in ("low", "high", "interior"):
+            parser.parse_keyword(name)
+            amounts.append(
+                parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_integer)
+            )
+        mode = parser.parse_identifier("pad mode")
+        value = _parse_scalar(parser)
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        src_type = parser.parse_type()
+        parser.parse_punctuation("->")
+        result_type = parser.parse_type()
+        op = cls(
+            parser.resolve_operand(source, src_type),
+            amounts[0],
+            amounts[1],
+            result_type,  # type: ignore[arg-type]
+            amounts[2],
+            mode,
+            value,
+        )
+        op.attributes.update(attrs)
+        return op
+
+    def __init__(
+        self,
+        source: SSAValue,
+        low: Sequence[int],
+        high: Sequence[int],
+        result_type: TensorType,
+        interior: Sequence[int] | None = None,
+        mode: str = "constant",
+        value: float = 0.0,
+    ):
+        interior = interior or [0] * len(low)
+        super().__init__(
+            operands=[source],
+            result_types=[result_type],
+            properties={
+                "low": DenseArrayBase.from_list(i64, list(low)),
+                "high": DenseArrayBase.from_list(i64, list(high)),
+                "interior": DenseArrayBase.from_list(i64, list(interior)),
+                "mode": StringAttr(mode),
+                "value": FloatAttr(value, f64),
+            },
+        )
+
+    @property
+    def amounts(self) -> tuple[list[int], list[int], list[int]]:
+        """(low, high, interior) as Python lists."""
+        return (
+            [int(v) for v in self.low.get_values()],
+            [int(v) for v in self.high.get_values()],
+            [int(v) for v in self.interior.get_values()],
+        )
+
+    def verify_(self) -> None:
+        shape = list(self.source.type.get_shape())  # type: ignore[attr-defined]
+        out = list(self.result.type.get_shape())  # type: ignore[attr-defined]
+        low, high, interior = self.amounts
+        if not len(low) == len(high) == len(interior) == len(shape) == len(out):
+            raise VerifyException("pad amounts must give one value per dimension")
+        if self.mode.data not in PAD_MODES:
+            raise VerifyException(f"unknown pad mode '{self.mode.data}', expected one of {', '.join(PAD_MODES)}")
+        if any(i < 0 for i in interior) or (self.mode.data != "constant" and any(interior)):
+            raise VerifyException("interior padding must be non-negative and needs mode constant")
+        expected = [lo + n + max(n - 1, 0) * i + hi for n, lo, hi, i in zip(shape, low, high, interior)]
+        if out != expected:
+            raise VerifyException(f"pad result must have shape {expected}, not {out}")
+
+
+Ein = Dialect("ein", [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp], [])

@@ -1,11 +1,12 @@
-"""Affine index expressions of einsum operands: `m`, `0`, `p * 2 + r`.
+"""Affine index expressions of einsum operands: `m`, `0`, `p * 2 + r`, `9 - i`.
 
 An operand of an extended einsum is indexed by one expression per dimension.
 Plain index variables are the usual einsum case; a constant selects one element
 (broadcasting a size-1 dimension); sums of scaled variables express convolution
-and pooling windows (`I[n, c, p*s + r, q*s + t]`). Keeping them affine keeps the
-iteration space analysable: ranges come from the plain occurrences, and the
-CPU lowering turns each expression into a strided offset.
+and pooling windows (`I[n, c, p*s + r, q*s + t]`) and strided or reversed slices
+(`X[9 - i]`). Keeping them affine keeps the iteration space analysable: ranges
+come from the plain occurrences, and the CPU lowering turns each expression
+into a strided offset.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TERM = re.compile(r"^\s*(?:(\d+)\s*\*\s*([A-Za-z_]\w*)|([A-Za-z_]\w*)(?:\s*\*\s*(\d+))?|(\d+))\s*$")
+_TOKEN = re.compile(r"\s*(?:(?P<int>\d+)|(?P<name>[A-Za-z_]\w*)|(?P<op>[-+*]))")
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,54 @@ class IndexExpr:
         return IndexExpr((), value)
 
     @staticmethod
+    def affine(coeffs: dict[str, int], const: int = 0) -> IndexExpr:
+        """From a map var -> coefficient (zero coefficients dropped)."""
+        return IndexExpr(tuple((v, c) for v, c in coeffs.items() if c), const)
+
+    @staticmethod
     def parse(text: str) -> IndexExpr:
-        terms: list[tuple[str, int]] = []
-        const = 0
-        for part in text.split("+"):
-            m = _TERM.match(part)
+        """Read `term (('+'|'-') term)*` with `term := int | var | int*var | var*int`."""
+        tokens: list[str] = []
+        pos = 0
+        while pos < len(text.rstrip()):
+            m = _TOKEN.match(text, pos)
             if m is None:
                 raise ValueError(f"bad index expression '{text}'")
-            if m.group(5) is not None:
-                const += int(m.group(5))
-            elif m.group(1) is not None:
-                terms.append((m.group(2), int(m.group(1))))
+            tokens.append(m.group(m.lastgroup or "op"))
+            pos = m.end()
+        coeffs: dict[str, int] = {}
+        const = 0
+        sign = 1
+        i = 0
+        if tokens[:1] == ["-"]:
+            sign, i = -1, 1
+        while i < len(tokens):
+            factors = [tokens[i]]
+            i += 1
+            if i < len(tokens) and tokens[i] == "*":
+                if i + 1 >= len(tokens):
+                    raise ValueError(f"bad index expression '{text}'")
+                factors.append(tokens[i + 1])
+                i += 2
+            names = [f for f in factors if not f.isdigit()]
+            ints = [int(f) for f in factors if f.isdigit()]
+            if len(names) > 1 or any(f in "+-*" for f in factors):
+                raise ValueError(f"bad index expression '{text}'")
+            value = sign
+            for n in ints:
+                value *= n
+            if names:
+                coeffs[names[0]] = coeffs.get(names[0], 0) + value
             else:
-                terms.append((m.group(3), int(m.group(4) or 1)))
-        return IndexExpr(tuple(terms), const)
+                const += value
+            if i < len(tokens):
+                if tokens[i] not in "+-":
+                    raise ValueError(f"bad index expression '{text}'")
+                sign = 1 if tokens[i] == "+" else -1
+                i += 1
+                if i == len(tokens):
+                    raise ValueError(f"bad index expression '{text}'")
+        return IndexExpr.affine(coeffs, const)
 
     @property
     def plain_var(self) -> str | None:
@@ -60,10 +95,22 @@ class IndexExpr:
 
     def max_value(self, extents: dict[str, int]) -> int:
         """The largest value over the iteration space (extents are exclusive)."""
-        return self.const + sum(c * (extents[v] - 1) for v, c in self.terms)
+        return self.const + sum(c * (extents[v] - 1) for v, c in self.terms if c > 0)
+
+    def min_value(self, extents: dict[str, int]) -> int:
+        """The smallest value over the iteration space."""
+        return self.const + sum(c * (extents[v] - 1) for v, c in self.terms if c < 0)
 
     def __str__(self) -> str:
-        parts = [v if c == 1 else f"{v} * {c}" for v, c in self.terms]
-        if self.const or not parts:
-            parts.append(str(self.const))
-        return " + ".join(parts)
+        def term(var: str, c: int) -> str:
+            return var if abs(c) == 1 else f"{var} * {abs(c)}"
+
+        text = " + ".join(term(v, c) for v, c in self.terms if c > 0)
+        if self.const > 0 or (not text and self.const == 0) or (not text and self.terms):
+            text = f"{text} + {self.const}" if text else str(max(self.const, 0))
+        for v, c in self.terms:
+            if c < 0:
+                text += f" - {term(v, c)}"
+        if self.const < 0:
+            text += f" - {-self.const}"
+        return text

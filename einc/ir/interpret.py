@@ -7,15 +7,15 @@ of ONNX ops independently of any backend, and backends against it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from einc.ir import mapexpr
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import ConstantOp, EinsumOp, ReshapeOp, WeightOp
+from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, PadOp, ReshapeOp, WeightOp
 
 _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
@@ -43,23 +43,60 @@ def einsum(op: EinsumOp, inputs: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray(value, dtype=dtype).reshape(op.result_type().get_shape())
 
 
+def pad(op: PadOp, x: np.ndarray) -> np.ndarray:
+    """ein.pad: dilate by `interior`, then pad (or crop) each side."""
+    low, high, interior = op.amounts
+    if any(interior):
+        shape = [n + max(n - 1, 0) * i for n, i in zip(x.shape, interior)]
+        dilated = np.full(shape, op.value.value.data, dtype=x.dtype)
+        dilated[tuple(slice(None, None, i + 1) for i in interior)] = x
+        x = dilated
+    crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for lo, hi, n in zip(low, high, x.shape))
+    x = x[crop]
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in zip(low, high)]
+    if op.mode.data == "constant":
+        return np.pad(x, widths, constant_values=np.asarray(op.value.value.data).astype(x.dtype))
+    return np.pad(x, widths, mode=op.mode.data)
+
+
+def gather(op: GatherOp, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    axis = op.axis.value.data
+    indices = np.where(indices < 0, indices + data.shape[axis], indices)
+    return np.take(data, indices, axis=axis)
+
+
+def _constant(op: ConstantOp) -> np.ndarray:
+    ty = op.result.type
+    dtype = type_to_numpy(ty.get_element_type())  # type: ignore[attr-defined]
+    return np.array(op.value.get_values(), dtype=dtype).reshape(ty.get_shape())  # type: ignore[attr-defined]
+
+
+EVALUATORS: dict[type[Operation], Callable[..., np.ndarray]] = {
+    EinsumOp: lambda op, *xs: einsum(op, xs),
+    ReshapeOp: lambda op, x: x.reshape(op.result.type.get_shape()),
+    GatherOp: gather,
+    ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
+    PadOp: pad,
+    ConstantOp: _constant,
+}
+"""How each value-producing ein op computes its result from its operands' values."""
+
+
+def evaluate_op(op: Operation, operands: Sequence[np.ndarray]) -> np.ndarray:
+    """The value of one ein op (not a weight) on concrete operands."""
+    return EVALUATORS[type(op)](op, *operands)
+
+
 def run_function(
     fn: func.FuncOp, args: Sequence[np.ndarray], weights: dict[str, np.ndarray]
 ) -> list[np.ndarray]:
     """Evaluate a function of ein ops on arguments; weights by symbol."""
     env: dict[SSAValue, np.ndarray] = dict(zip(fn.body.block.args, args))
     for op in fn.body.block.ops:
-        if isinstance(op, EinsumOp):
-            env[op.output] = einsum(op, [env[v] for v in op.inputs])
-        elif isinstance(op, ReshapeOp):
-            env[op.result] = env[op.source].reshape(op.result.type.get_shape())  # type: ignore[attr-defined]
-        elif isinstance(op, WeightOp):
+        if isinstance(op, WeightOp):
             env[op.result] = weights[op.sym.string_value()]
-        elif isinstance(op, ConstantOp):
-            dtype = type_to_numpy(op.result.type.get_element_type())  # type: ignore[attr-defined]
-            env[op.result] = np.array(op.value.get_values(), dtype=dtype).reshape(
-                op.result.type.get_shape()  # type: ignore[attr-defined]
-            )
+        elif type(op) in EVALUATORS:
+            env[op.results[0]] = evaluate_op(op, [env[v] for v in op.operands])
         elif isinstance(op, func.ReturnOp):
             return [env[v] for v in op.arguments]
         else:

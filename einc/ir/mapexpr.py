@@ -46,11 +46,18 @@ Expr = Input | Const | Call
 
 @dataclass(frozen=True)
 class Function:
-    """A scalar function of the map language: its arity and its numpy meaning."""
+    """A scalar function of the map language: arity, numpy meaning, typing kind.
+
+    `kind` says how the function types its result: "arith" computes in the
+    common type of its operands, "compare" and "test" give a bool from
+    operands of any type, "logical" takes and gives bools, "select" picks
+    between two operands of a common type by a bool.
+    """
 
     arity: int
     numpy: Callable[..., np.ndarray]
     infix: str | None = None
+    kind: str = "arith"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -58,7 +65,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    return np.vectorize(math.erf, otypes=[np.asarray(x).dtype])(x)
+    x = np.asarray(x)
+    return np.vectorize(math.erf, otypes=[x.dtype if x.dtype.kind == "f" else np.float64])(x)
+
+
+def _mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Remainder with the sign of the divisor (ONNX Mod, fmod=0; Python's %)."""
+    return np.mod(a, b)
 
 
 FUNCTIONS: dict[str, Function] = {
@@ -69,8 +82,11 @@ FUNCTIONS: dict[str, Function] = {
     "max": Function(2, np.maximum),
     "min": Function(2, np.minimum),
     "pow": Function(2, np.power),
+    "mod": Function(2, _mod),
+    "fmod": Function(2, np.fmod),
     "neg": Function(1, np.negative),
     "abs": Function(1, np.abs),
+    "sign": Function(1, np.sign),
     "exp": Function(1, np.exp),
     "log": Function(1, np.log),
     "sqrt": Function(1, np.sqrt),
@@ -79,10 +95,25 @@ FUNCTIONS: dict[str, Function] = {
     "erf": Function(1, _erf),
     "floor": Function(1, np.floor),
     "ceil": Function(1, np.ceil),
+    "round": Function(1, np.rint),
     "sin": Function(1, np.sin),
     "cos": Function(1, np.cos),
+    "lt": Function(2, np.less, kind="compare"),
+    "le": Function(2, np.less_equal, kind="compare"),
+    "gt": Function(2, np.greater, kind="compare"),
+    "ge": Function(2, np.greater_equal, kind="compare"),
+    "eq": Function(2, np.equal, kind="compare"),
+    "ne": Function(2, np.not_equal, kind="compare"),
+    "isnan": Function(1, np.isnan, kind="test"),
+    "isinf": Function(1, np.isinf, kind="test"),
+    "and": Function(2, np.logical_and, kind="logical"),
+    "or": Function(2, np.logical_or, kind="logical"),
+    "xor": Function(2, np.logical_xor, kind="logical"),
+    "not": Function(1, np.logical_not, kind="logical"),
+    "select": Function(3, np.where, kind="select"),
 }
-"""Every function the map language knows. Binary operators are written infix."""
+"""Every function the map language knows. Binary operators are written infix.
+`round` rounds half to even (ONNX Round); `mod` takes the divisor's sign."""
 
 _INFIX = {f.infix: name for name, f in FUNCTIONS.items() if f.infix}
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
@@ -227,12 +258,26 @@ def substitute(expr: Expr, inputs: Sequence[Expr]) -> Expr:
 
 
 def evaluate(expr: Expr, inputs: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """The numpy meaning of an expression: the reference for every backend."""
+    """The numpy meaning of an expression, converted to `dtype` at the end.
+
+    Intermediates keep numpy's types (comparisons give bools); literals are
+    Python scalars, which numpy lets take the type of the array beside them.
+    """
+    return np.asarray(_evaluate(expr, inputs)).astype(dtype)
+
+
+def _evaluate(expr: Expr, inputs: Sequence[np.ndarray]) -> np.ndarray | float | int:
     match expr:
         case Input(index):
             return np.asarray(inputs[index])
         case Const(value):
-            return np.asarray(value, dtype=dtype)
+            return int(value) if value.is_integer() else value
         case Call(fn, args):
-            values = [evaluate(a, inputs, dtype) for a in args]
-            return np.asarray(FUNCTIONS[fn].numpy(*values), dtype=dtype)
+            values = [_evaluate(a, inputs) for a in args]
+            if FUNCTIONS[fn].kind in ("logical", "select"):
+                values[0] = np.asarray(values[0]).astype(bool)
+                if FUNCTIONS[fn].kind == "logical":
+                    values = [np.asarray(v).astype(bool) for v in values]
+            with np.errstate(all="ignore"):
+                return FUNCTIONS[fn].numpy(*values)
+    raise AssertionError(expr)

@@ -1,4 +1,4 @@
-"""The `lower-ein-to-loops` pass: einsum cascades on tensors -> loop nests on buffers.
+"""The `lower-ein-to-loops` pass: ein ops on tensors -> loop nests on buffers.
 
 This is the CPU backend's way down from value semantics. Every tensor gets a flat
 row-major buffer (`memref<N x T>`) that is an argument of the function: the
@@ -13,6 +13,13 @@ indices that stores the map; with one, an initialising loop that writes the
 identity and a nest over all indices that folds the map into the output. The
 loop order puts the index that is contiguous in the output innermost when some
 input is contiguous along it too (matmul runs m, k, n), else the reduction.
+Gather, concat and pad are loops over their output (or input) with computed
+source indices.
+
+Scalars are computed in a *compute type* per storage type: bools are stored as
+bytes and computed as i1, unsigned integers widen to a signed type, 16-bit
+floats widen to f32. A map computes in the common type of its operands and
+converts to the output's type at the end; comparisons give i1.
 """
 
 from __future__ import annotations
@@ -25,18 +32,24 @@ from typing import ClassVar
 from xdsl.context import Context
 from xdsl.dialects import arith, func, math, memref, scf
 from xdsl.dialects.builtin import (
-
     ArrayAttr,
+    BFloat16Type,
     DictionaryAttr,
+    Float16Type,
+    Float32Type,
     FloatAttr,
     IndexType,
     IntegerAttr,
     IntegerType,
     MemRefType,
     ModuleOp,
+    Signedness,
     StringAttr,
     TensorType,
     UnitAttr,
+    i1,
+    i8,
+    i32,
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
@@ -44,12 +57,13 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from einc.ir import mapexpr
-from einc.ir.ein import REDUCTIONS, ConstantOp, EinsumOp, ReshapeOp, WeightOp
+from einc.ir.dtypes import type_to_numpy
+from einc.ir.ein import REDUCTIONS, ConcatOp, ConstantOp, EinsumOp, GatherOp, PadOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr
 
-Builder = Callable[..., Operation]
+OpBuilder = Callable[..., Operation]
 
-FLOAT_FUNCTIONS: dict[str, Builder] = {
+FLOAT_FUNCTIONS: dict[str, OpBuilder] = {
     "add": arith.AddfOp,
     "sub": arith.SubfOp,
     "mul": arith.MulfOp,
@@ -66,31 +80,75 @@ FLOAT_FUNCTIONS: dict[str, Builder] = {
     "erf": math.ErfOp,
     "floor": math.FloorOp,
     "ceil": math.CeilOp,
+    "round": math.RoundEvenOp,
     "sin": math.SinOp,
     "cos": math.CosOp,
 }
 """Map-language functions on floats -> the arith/math op that computes them."""
 
-INT_FUNCTIONS: dict[str, Builder] = {
+INT_FUNCTIONS: dict[str, OpBuilder] = {
     "add": arith.AddiOp,
     "sub": arith.SubiOp,
     "mul": arith.MuliOp,
     "div": arith.DivSIOp,
+    "fmod": arith.RemSIOp,
     "max": arith.MaxSIOp,
     "min": arith.MinSIOp,
 }
 """Map-language functions on (signed) integers."""
 
-EXPANSIONS: dict[str, str] = {"sigmoid": "1.0 / (1.0 + exp(-$0))"}
+EXPANSIONS: dict[str, str] = {
+    "sigmoid": "1.0 / (1.0 + exp(-$0))",
+    "sign": "select(gt($0, 0), 1, select(lt($0, 0), -1, 0))",
+    "mod": "select(and(ne(fmod($0, $1), 0), ne(lt(fmod($0, $1), 0), lt($1, 0))), fmod($0, $1) + $1, fmod($0, $1))",
+}
 """Functions with no single op, written in terms of others."""
+
+FLOAT_EXPANSIONS: dict[str, str] = {
+    "fmod": "$0 - $1 * select(lt($0 / $1, 0), ceil($0 / $1), floor($0 / $1))",
+    "neg": "0 - $0",
+}
+INT_EXPANSIONS: dict[str, str] = {
+    "neg": "0 - $0",
+    "abs": "select(lt($0, 0), 0 - $0, $0)",
+    "floor": "$0",
+    "ceil": "$0",
+    "round": "$0",
+}
+"""Expansions that differ by the operand's kind (float or integer)."""
+
+_CMP_FLOAT = {"lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge", "eq": "oeq", "ne": "une"}
+_CMP_INT = {"lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge", "eq": "eq", "ne": "ne"}
+_LOGICAL = {"and": arith.AndIOp, "or": arith.OrIOp, "xor": arith.XOrIOp}
+
+
+def compute_type(ty: Attribute) -> Attribute:
+    """The type scalars of element type `ty` are computed in."""
+    if isinstance(ty, IntegerType):
+        if ty.width.data == 1:
+            return i1
+        if ty.signedness.data == Signedness.UNSIGNED:
+            return i32 if ty.width.data < 32 else i64
+        return IntegerType(ty.width.data)
+    if isinstance(ty, (Float16Type, BFloat16Type)):
+        return Float32Type()
+    return ty
+
+
+def storage_type(ty: Attribute) -> Attribute:
+    """The element type buffers of element type `ty` hold (signless, byte-sized)."""
+    if isinstance(ty, IntegerType):
+        return i8 if ty.width.data == 1 else IntegerType(ty.width.data)
+    return ty
 
 
 @dataclass
 class Buffer:
-    """A tensor's storage: a flat buffer argument and the shape it is read with."""
+    """A tensor's storage: a flat buffer argument, its shape and element type."""
 
     ref: SSAValue
     shape: tuple[int, ...]
+    elem: Attribute
 
     def strides(self) -> list[int]:
         strides, acc = [], 1
@@ -101,7 +159,32 @@ class Buffer:
 
 
 def flat_type(ty: TensorType) -> MemRefType:
-    return MemRefType(ty.get_element_type(), [max(1, pymath.prod(ty.get_shape()))])
+    return MemRefType(storage_type(ty.get_element_type()), [max(1, pymath.prod(ty.get_shape()))])
+
+
+def _is_int(ty: Attribute) -> bool:
+    return isinstance(ty, (IntegerType, IndexType))
+
+
+def _common(types: Sequence[Attribute], fractional: bool, hint: Attribute) -> Attribute:
+    """The type a mix of operands is computed in, following numpy's promotion.
+
+    Any float operand (or a fractional literal) makes it a float: the widest
+    float operand, else the hint if it is a float, else f32. Otherwise the
+    widest integer; bools in arithmetic count as integers of the hint's width.
+    """
+    def width(t: Attribute) -> int:
+        return t.bitwidth if not _is_int(t) else (64 if isinstance(t, IndexType) else t.width.data)  # type: ignore[attr-defined, union-attr]
+
+    floats = [t for t in types if not _is_int(t)]
+    if floats:
+        return max(floats, key=width)
+    if fractional:
+        return hint if not _is_int(hint) else Float32Type()
+    ints = [t for t in types if t != i1]
+    if not ints:
+        return hint if _is_int(hint) and hint != i1 else i64
+    return max(ints, key=width)
 
 
 @dataclass
@@ -119,15 +202,13 @@ class _Emitter:
     def index(self, value: int) -> SSAValue:
         if value not in self.constants:
             op = arith.ConstantOp(IntegerAttr(value, IndexType()))
-            op.results[0].name_hint = f"c{value}"
+            op.results[0].name_hint = f"c{value}" if value >= 0 else f"cm{-value}"
             if self._last_constant is not None:
                 self._last_constant.parent_block().insert_op_after(op, self._last_constant)  # type: ignore[union-attr]
+            elif self.block.first_op is None:
+                self.block.add_op(op)
             else:
-                entry = self.block
-                if entry.first_op is None:
-                    entry.add_op(op)
-                else:
-                    entry.insert_op_before(op, entry.first_op)
+                self.block.insert_op_before(op, self.block.first_op)
             self._last_constant = op
             self.constants[value] = op.results[0]
         return self.constants[value]
@@ -135,24 +216,26 @@ class _Emitter:
     def scalar(self, value: float, ty: Attribute) -> SSAValue:
         if isinstance(ty, IntegerType):
             width = ty.width.data
+            if width == 1:
+                return self.emit(arith.ConstantOp(IntegerAttr(-1 if value else 0, i1)))
             if pymath.isinf(value):
                 value = -(2 ** (width - 1)) if value < 0 else 2 ** (width - 1) - 1
             return self.emit(arith.ConstantOp(IntegerAttr(int(value), ty)))
         return self.emit(arith.ConstantOp(FloatAttr(value, ty)))  # type: ignore[arg-type]
+
+    # -- loops and addressing ------------------------------------------------
 
     def loops(self, vars_: Sequence[str], extents: dict[str, int], body: Callable[[dict[str, SSAValue]], None]) -> None:
         """A perfect nest of scf.for over `vars_` (outermost first) around `body`."""
         ivs: dict[str, SSAValue] = {}
         outer = self.block
         for var in vars_:
-            lb, ub, step = self.index(0), self.index(extents[var]), self.index(1)
             inner = Block(arg_types=[IndexType()])
             inner.args[0].name_hint = var
-            self.emit(scf.ForOp(lb, ub, step, [], Region(inner)))
+            self.emit(scf.ForOp(self.index(0), self.index(extents[var]), self.index(1), [], Region(inner)))
             self.block = inner
             ivs[var] = inner.args[0]
         body(ivs)
-        # close the nest from the inside out
         block = self.block
         while block is not outer:
             block.add_op(scf.YieldOp())
@@ -160,6 +243,18 @@ class _Emitter:
             assert parent is not None and parent.parent_block() is not None
             block = parent.parent_block()  # type: ignore[assignment]
         self.block = outer
+
+    def linear(self, coeffs: dict[str, int], const: int, ivs: dict[str, SSAValue]) -> SSAValue:
+        """`sum(c * iv) + const` as index arithmetic."""
+        total: SSAValue | None = None
+        for var, c in coeffs.items():
+            if c == 0:
+                continue
+            term = ivs[var] if c == 1 else self.emit(arith.MuliOp(ivs[var], self.index(c)))
+            total = term if total is None else self.emit(arith.AddiOp(total, term))
+        if total is None:
+            return self.index(const)
+        return self.emit(arith.AddiOp(total, self.index(const))) if const else total
 
     def offset(self, buf: Buffer, exprs: Sequence[IndexExpr], ivs: dict[str, SSAValue]) -> SSAValue:
         """The linear element offset of `buf[exprs]` at the loop point `ivs`."""
@@ -169,46 +264,121 @@ class _Emitter:
             const += expr.const * stride
             for var, c in expr.terms:
                 coeffs[var] = coeffs.get(var, 0) + c * stride
-        total: SSAValue | None = None
-        for var, c in coeffs.items():
-            term = ivs[var] if c == 1 else self.emit(arith.MuliOp(ivs[var], self.index(c)))
-            total = term if total is None else self.emit(arith.AddiOp(total, term))
-        if total is None:
-            return self.index(const)
-        return self.emit(arith.AddiOp(total, self.index(const))) if const else total
+        return self.linear(coeffs, const, ivs)
 
-    def convert(self, value: SSAValue, to: Attribute) -> SSAValue:
-        """Convert a scalar between element types (the map computes in the output's)."""
+    def offset_of(self, buf: Buffer, indices: Sequence[SSAValue]) -> SSAValue:
+        """The linear offset of `buf` at computed index values, one per dimension."""
+        names = {f"_d{d}": v for d, v in enumerate(indices)}
+        return self.linear({f"_d{d}": s for d, s in enumerate(buf.strides())}, 0, names)
+
+    def load(self, buf: Buffer, at: SSAValue) -> SSAValue:
+        """A scalar of `buf`, in its compute type."""
+        raw = self.emit(memref.LoadOp.get(buf.ref, [at]))
+        return self.convert(raw, compute_type(buf.elem), unsigned=_unsigned(buf.elem))
+
+    def store(self, value: SSAValue, buf: Buffer, at: SSAValue) -> None:
+        """Store a scalar, converting it to `buf`'s storage type."""
+        raw = self.convert(self.convert(value, compute_type(buf.elem)), storage_type(buf.elem))
+        self.emit(memref.StoreOp.get(raw, buf.ref, [at]))
+
+    # -- scalar code ---------------------------------------------------------
+
+    def convert(self, value: SSAValue, to: Attribute, unsigned: bool = False) -> SSAValue:
+        """Convert a scalar between types (bools: nonzero is true, true is 1)."""
         src = value.type
         if src == to:
             return value
+        if to == i1:
+            zero = self.scalar(0, src)
+            if _is_int(src):
+                return self.emit(arith.CmpiOp(value, zero, "ne"))
+            return self.emit(arith.CmpfOp(value, zero, "une"))
+        if src == i1:
+            unsigned = True
         if isinstance(src, IntegerType) and isinstance(to, IntegerType):
-            op = arith.ExtSIOp(value, to) if src.width.data < to.width.data else arith.TruncIOp(value, to)
-        elif isinstance(src, IntegerType):
-            op = arith.SIToFPOp(value, to)  # type: ignore[arg-type]
-        elif isinstance(to, IntegerType):
-            op = arith.FPToSIOp(value, to)
-        else:
-            wider = src.bitwidth < to.bitwidth  # type: ignore[attr-defined]
-            op = arith.ExtFOp(value, to) if wider else arith.TruncFOp(value, to)
-        return self.emit(op)
+            if src.width.data < to.width.data:
+                return self.emit(arith.ExtUIOp(value, to) if unsigned else arith.ExtSIOp(value, to))
+            return self.emit(arith.TruncIOp(value, to))
+        if isinstance(src, IntegerType):
+            return self.emit(arith.UIToFPOp(value, to) if unsigned else arith.SIToFPOp(value, to))  # type: ignore[arg-type]
+        if isinstance(to, IntegerType):
+            return self.emit(arith.FPToSIOp(value, to))
+        wider = src.bitwidth < to.bitwidth  # type: ignore[attr-defined]
+        return self.emit(arith.ExtFOp(value, to) if wider else arith.TruncFOp(value, to))
 
-    def scalar_expr(self, expr: mapexpr.Expr, inputs: Sequence[SSAValue], ty: Attribute) -> SSAValue:
-        """Code for a map expression, computed in element type `ty`."""
+    def scalar_expr(self, expr: mapexpr.Expr, inputs: Sequence[SSAValue], hint: Attribute) -> SSAValue:
+        """Code for a map expression; literals take the type of their siblings."""
         match expr:
             case mapexpr.Input(index):
-                return self.convert(inputs[index], ty)
+                return inputs[index]
             case mapexpr.Const(value):
-                return self.scalar(value, ty)
+                return self.scalar(value, hint)
             case mapexpr.Call(fn, args):
-                if fn in EXPANSIONS:
-                    return self.scalar_expr(mapexpr.substitute(mapexpr.parse(EXPANSIONS[fn]), args), inputs, ty)
-                table = INT_FUNCTIONS if isinstance(ty, IntegerType) else FLOAT_FUNCTIONS
-                if fn not in table:
-                    raise PassFailedException(f"map function '{fn}' has no lowering for {ty}")
-                operands = [self.scalar_expr(a, inputs, ty) for a in args]
-                return self.emit(table[fn](*operands))
+                return self._call(fn, args, inputs, hint)
         raise AssertionError(expr)
+
+    def _operands(
+        self, args: Sequence[mapexpr.Expr], inputs: Sequence[SSAValue], hint: Attribute, keep_bool: bool = False
+    ) -> list[SSAValue]:
+        """Operands converted to their common type (literals adopt it)."""
+        values: list[SSAValue | None] = [
+            None if isinstance(a, mapexpr.Const) else self.scalar_expr(a, inputs, hint) for a in args
+        ]
+        typed = [v.type for v in values if v is not None]
+        fractional = any(isinstance(a, mapexpr.Const) and not float(a.value).is_integer() for a in args)
+        if keep_bool and typed and all(t == i1 for t in typed) and not fractional:
+            ty: Attribute = i1
+        else:
+            ty = _common(typed, fractional, hint)
+        return [
+            self.convert(v, ty) if v is not None else self.scalar(a.value, ty)  # type: ignore[union-attr]
+            for v, a in zip(values, args)
+        ]
+
+    def _call(self, fn: str, args: Sequence[mapexpr.Expr], inputs: Sequence[SSAValue], hint: Attribute) -> SSAValue:
+        kind = mapexpr.FUNCTIONS[fn].kind
+        if fn in EXPANSIONS:
+            return self.scalar_expr(mapexpr.substitute(mapexpr.parse(EXPANSIONS[fn]), args), inputs, hint)
+        if kind == "select":
+            cond = self.convert(self.scalar_expr(args[0], inputs, i1), i1)
+            a, b = self._operands(args[1:], inputs, hint, keep_bool=True)
+            return self.emit(arith.SelectOp(cond, a, b))
+        if kind == "logical":
+            values = [self.convert(self.scalar_expr(a, inputs, i1), i1) for a in args]
+            if fn == "not":
+                return self.emit(arith.XOrIOp(values[0], self.scalar(1, i1)))
+            return self.emit(_LOGICAL[fn](*values))
+        operand_hint = hint if hint != i1 else Float32Type()
+        values = self._operands(args, inputs, operand_hint, keep_bool=kind == "compare")
+        ty = values[0].type
+        if kind == "compare":
+            if _is_int(ty):
+                return self.emit(arith.CmpiOp(values[0], values[1], _CMP_INT[fn]))
+            return self.emit(arith.CmpfOp(values[0], values[1], _CMP_FLOAT[fn]))
+        if kind == "test":
+            if _is_int(ty):
+                return self.scalar(0, i1)
+            if fn == "isnan":
+                return self.emit(arith.CmpfOp(values[0], values[0], "uno"))
+            magnitude = self.emit(math.AbsFOp(values[0]))
+            return self.emit(arith.CmpfOp(magnitude, self.scalar(pymath.inf, ty), "oeq"))
+        expansions = INT_EXPANSIONS if _is_int(ty) else FLOAT_EXPANSIONS
+        if fn in expansions:
+            expr = mapexpr.substitute(mapexpr.parse(expansions[fn]), [mapexpr.Input(i) for i in range(len(values))])
+            return self.scalar_expr(expr, values, ty)
+        table = INT_FUNCTIONS if _is_int(ty) else FLOAT_FUNCTIONS
+        if fn not in table:
+            raise PassFailedException(f"map function '{fn}' has no lowering for {ty}")
+        return self.emit(table[fn](*values))
+
+    def clamp(self, value: SSAValue, low: int, high: int) -> SSAValue:
+        """`min(max(value, low), high)` on indices."""
+        value = self.emit(arith.MaxSIOp(value, self.index(low)))
+        return self.emit(arith.MinSIOp(value, self.index(high)))
+
+
+def _unsigned(ty: Attribute) -> bool:
+    return isinstance(ty, IntegerType) and ty.signedness.data == Signedness.UNSIGNED
 
 
 def _loop_order(op: EinsumOp) -> list[str]:
@@ -221,59 +391,64 @@ def _loop_order(op: EinsumOp) -> list[str]:
     return outs + reds
 
 
+def _vars(shape: Sequence[int]) -> tuple[list[str], dict[str, int]]:
+    names = [f"i{d}" for d in range(len(shape))]
+    return names, dict(zip(names, shape))
+
+
 @dataclass
 class _FunctionLowering:
-    """Lowers one function of einsum cascades to a function of loop nests."""
+    """Lowers one function of ein ops to a function of loop nests."""
 
     fn: func.FuncOp
     buffers: dict[SSAValue, Buffer] = field(default_factory=dict)
     roles: list[DictionaryAttr] = field(default_factory=list)
 
     def run(self) -> func.FuncOp:
-        _give_outputs_own_einsums(self.fn)
+        _give_outputs_own_producers(self.fn)
         body = self.fn.body.block
         ret = body.last_op
         assert isinstance(ret, func.ReturnOp)
         output_names = _names(self.fn, "einc.outputs", "output", len(ret.arguments))
         input_names = _names(self.fn, "einc.inputs", "input", len(body.args))
 
-        arg_types: list[Attribute] = []
-        sources: list[SSAValue | None] = []
+        sources: list[SSAValue] = []
 
-        def add(value: SSAValue | None, ty: TensorType, role: str, name: str, extra: dict[str, Attribute] | None = None) -> None:
-            arg_types.append(flat_type(ty))
+        def add(value: SSAValue, role: str, name: str, extra: dict[str, Attribute] | None = None) -> None:
+            ty: TensorType = value.type  # type: ignore[assignment]
             sources.append(value)
             entry: dict[str, Attribute] = {
                 "role": StringAttr(role),
                 "name": StringAttr(name),
                 "shape": ArrayAttr([IntegerAttr(s, i64) for s in ty.get_shape()]),
+                "dtype": StringAttr(type_to_numpy(ty.get_element_type()).name),
             }
             self.roles.append(DictionaryAttr({**entry, **(extra or {})}))
 
         for arg, name in zip(body.args, input_names):
-            add(arg, arg.type, "input", name)  # type: ignore[arg-type]
+            add(arg, "input", name)
         for value, name in zip(ret.arguments, output_names):
-            add(value, value.type, "output", name)  # type: ignore[arg-type]
+            add(value, "output", name)
         weights: dict[str, SSAValue] = {}
         for op in body.ops:
             if isinstance(op, WeightOp):
                 sym = op.sym.string_value()
-                if sym in weights:
-                    continue
-                weights[sym] = op.result
-                add(op.result, op.result.type, "weight", sym)  # type: ignore[arg-type]
+                if sym not in weights:
+                    weights[sym] = op.result
+                    add(op.result, "weight", sym)
             elif isinstance(op, ConstantOp):
-                add(op.result, op.result.type, "constant", f"const{len(self.roles)}", {"value": op.value})  # type: ignore[arg-type]
+                add(op.result, "constant", f"const{len(self.roles)}", {"value": op.value})
         outputs = set(ret.arguments)
         for op in body.ops:
-            if isinstance(op, EinsumOp) and op.output not in outputs:
-                add(op.output, op.output.type, "temp", op.output.name_hint or f"t{len(self.roles)}")  # type: ignore[arg-type]
+            if type(op) in _PRODUCERS and op.results[0] not in outputs:
+                result = op.results[0]
+                add(result, "temp", result.name_hint or f"t{len(self.roles)}")
 
-        block = Block(arg_types=arg_types)
+        block = Block(arg_types=[flat_type(v.type) for v in sources])  # type: ignore[arg-type]
         for arg, src in zip(block.args, sources):
-            assert src is not None
             arg.name_hint = src.name_hint
-            self.buffers[src] = Buffer(arg, tuple(src.type.get_shape()))  # type: ignore[attr-defined]
+            ty: TensorType = src.type  # type: ignore[assignment]
+            self.buffers[src] = Buffer(arg, tuple(ty.get_shape()), ty.get_element_type())
         for op in body.ops:
             if isinstance(op, WeightOp):
                 self.buffers[op.result] = self.buffers[weights[op.sym.string_value()]]
@@ -282,17 +457,19 @@ class _FunctionLowering:
         for op in body.ops:
             if isinstance(op, ReshapeOp):
                 src = self.buffers[op.source]
-                self.buffers[op.result] = Buffer(src.ref, tuple(op.result.type.get_shape()))  # type: ignore[attr-defined]
-            elif isinstance(op, EinsumOp):
-                self.lower_einsum(emitter, op)
+                self.buffers[op.result] = Buffer(src.ref, tuple(op.result.type.get_shape()), src.elem)  # type: ignore[attr-defined]
+            elif type(op) in _PRODUCERS:
+                _PRODUCERS[type(op)](self, emitter, op)
             elif not isinstance(op, (WeightOp, ConstantOp, func.ReturnOp)):
                 raise PassFailedException(f"lower-ein-to-loops cannot lower '{op.name}'")
         emitter.emit(func.ReturnOp())
 
-        new_fn = func.FuncOp(self.fn.sym_name.data, (arg_types, []), Region(block))
+        new_fn = func.FuncOp(self.fn.sym_name.data, ([a.type for a in block.args], []), Region(block))
         new_fn.attributes["einc.buffers"] = ArrayAttr(self.roles)
         new_fn.attributes["einc.noalias_args"] = UnitAttr()
         return new_fn
+
+    # -- one method per producing op -------------------------------------------
 
     def lower_einsum(self, e: _Emitter, op: EinsumOp) -> None:
         extents = op.extents()
@@ -300,37 +477,107 @@ class _FunctionLowering:
         ins = [self.buffers[v] for v in op.inputs]
         exprs = op.input_exprs
         out_exprs = [IndexExpr.var(v) for v in op.output_vars]
-        elem = op.result_type().get_element_type()
+        elem = compute_type(out.elem)
         fmap = op.map_expr
         reduce = op.reduce_op
 
-        def loads(ivs: dict[str, SSAValue]) -> list[SSAValue]:
-            return [
-                e.emit(memref.LoadOp.get(buf.ref, [e.offset(buf, ex, ivs)]))
-                for buf, ex in zip(ins, exprs)
-            ]
+        def mapped(ivs: dict[str, SSAValue]) -> SSAValue:
+            values = [e.load(buf, e.offset(buf, ex, ivs)) for buf, ex in zip(ins, exprs)]
+            return e.convert(e.scalar_expr(fmap, values, elem), elem)
 
         if reduce is None:
-            def body(ivs: dict[str, SSAValue]) -> None:
-                value = e.scalar_expr(fmap, loads(ivs), elem)
-                e.emit(memref.StoreOp.get(value, out.ref, [e.offset(out, out_exprs, ivs)]))
-
-            e.loops(op.output_vars, extents, body)
+            e.loops(op.output_vars, extents, lambda ivs: e.store(mapped(ivs), out, e.offset(out, out_exprs, ivs)))
             return
 
         def init(ivs: dict[str, SSAValue]) -> None:
-            value = e.scalar(REDUCTIONS[reduce], elem)
-            e.emit(memref.StoreOp.get(value, out.ref, [e.offset(out, out_exprs, ivs)]))
+            e.store(e.scalar(REDUCTIONS[reduce], elem), out, e.offset(out, out_exprs, ivs))
 
         def accumulate(ivs: dict[str, SSAValue]) -> None:
-            value = e.scalar_expr(fmap, loads(ivs), elem)
+            value = mapped(ivs)
             at = e.offset(out, out_exprs, ivs)
-            acc = e.emit(memref.LoadOp.get(out.ref, [at]))
-            combined = e.scalar_expr(mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1))), [acc, value], elem)
-            e.emit(memref.StoreOp.get(combined, out.ref, [at]))
+            fold = mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1)))
+            e.store(e.scalar_expr(fold, [e.load(out, at), value], elem), out, at)
 
         e.loops(op.output_vars, extents, init)
         e.loops(_loop_order(op), extents, accumulate)
+
+    def lower_gather(self, e: _Emitter, op: GatherOp) -> None:
+        data, idx, out = self.buffers[op.data], self.buffers[op.indices], self.buffers[op.result]
+        axis = op.axis.value.data
+        names, extents = _vars(out.shape)
+        n_idx = len(idx.shape)
+        size = data.shape[axis]
+
+        def body(ivs: dict[str, SSAValue]) -> None:
+            at = e.offset(idx, [IndexExpr.var(v) for v in names[axis : axis + n_idx]], ivs)
+            raw = e.emit(arith.IndexCastOp(e.load(idx, at), IndexType()))
+            negative = e.emit(arith.CmpiOp(raw, e.index(0), "slt"))
+            wrapped = e.emit(arith.SelectOp(negative, e.emit(arith.AddiOp(raw, e.index(size))), raw))
+            position = e.clamp(wrapped, 0, size - 1)
+            src = [ivs[v] for v in names[:axis]] + [position] + [ivs[v] for v in names[axis + n_idx :]]
+            value = e.load(data, e.offset_of(data, src))
+            e.store(value, out, e.offset(out, [IndexExpr.var(v) for v in names], ivs))
+
+        e.loops(names, extents, body)
+
+    def lower_concat(self, e: _Emitter, op: ConcatOp) -> None:
+        out = self.buffers[op.result]
+        axis = op.axis.value.data
+        start = 0
+        for value in op.inputs:
+            src = self.buffers[value]
+            names, extents = _vars(src.shape)
+            out_exprs = [IndexExpr.var(v) for v in names]
+            out_exprs[axis] = IndexExpr(((names[axis], 1),), start)
+
+            def body(ivs: dict[str, SSAValue], src: Buffer = src, out_exprs: list[IndexExpr] = out_exprs) -> None:
+                loaded = e.load(src, e.offset(src, [IndexExpr.var(v) for v in names], ivs))
+                e.store(loaded, out, e.offset(out, out_exprs, ivs))
+
+            e.loops(names, extents, body)
+            start += src.shape[axis]
+
+    def lower_pad(self, e: _Emitter, op: PadOp) -> None:
+        src, out = self.buffers[op.source], self.buffers[op.result]
+        low, _high, interior = op.amounts
+        mode = op.mode.data
+        names, extents = _vars(out.shape)
+
+        def body(ivs: dict[str, SSAValue]) -> None:
+            valid: SSAValue | None = None
+            indices = []
+            for d, var in enumerate(names):
+                n, step = src.shape[d], interior[d] + 1
+                t = e.emit(arith.SubiOp(ivs[var], e.index(low[d]))) if low[d] else ivs[var]
+                if mode == "reflect":
+                    t = e.emit(arith.MaxSIOp(t, e.emit(arith.SubiOp(e.index(0), t))))
+                    over = e.emit(arith.SubiOp(e.index(2 * (n - 1)), t))
+                    t = e.emit(arith.MinSIOp(t, over))
+                elif mode == "constant":
+                    inside = [e.emit(arith.CmpiOp(t, e.index(0), "sge")), e.emit(arith.CmpiOp(t, e.index((n - 1) * step), "sle"))]
+                    if step > 1:
+                        rem = e.emit(arith.RemSIOp(t, e.index(step)))
+                        inside.append(e.emit(arith.CmpiOp(rem, e.index(0), "eq")))
+                        t = e.emit(arith.DivSIOp(t, e.index(step)))
+                    for cond in inside:
+                        valid = cond if valid is None else e.emit(arith.AndIOp(valid, cond))
+                indices.append(e.clamp(t, 0, n - 1))
+            value = e.load(src, e.offset_of(src, indices))
+            if valid is not None:
+                fill = e.scalar(op.value.value.data, value.type)
+                value = e.emit(arith.SelectOp(valid, value, fill))
+            e.store(value, out, e.offset(out, [IndexExpr.var(v) for v in names], ivs))
+
+        e.loops(names, extents, body)
+
+
+_PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operation], None]] = {
+    EinsumOp: _FunctionLowering.lower_einsum,  # type: ignore[dict-item]
+    GatherOp: _FunctionLowering.lower_gather,  # type: ignore[dict-item]
+    ConcatOp: _FunctionLowering.lower_concat,  # type: ignore[dict-item]
+    PadOp: _FunctionLowering.lower_pad,  # type: ignore[dict-item]
+}
+"""Ops that write a new buffer, and the method that lowers each."""
 
 
 def _names(fn: func.FuncOp, attr: str, default: str, count: int) -> list[str]:
@@ -340,17 +587,17 @@ def _names(fn: func.FuncOp, attr: str, default: str, count: int) -> list[str]:
     return [f"{default}{i}" for i in range(count)]
 
 
-def _give_outputs_own_einsums(fn: func.FuncOp) -> None:
-    """Each output must be written by an einsum of its own: copy where it is not.
+def _give_outputs_own_producers(fn: func.FuncOp) -> None:
+    """Each output must be written by an op of its own: copy where it is not.
 
-    An output that is an input, a weight, a view, or the same value as another
-    output has no einsum to write it into the output buffer.
+    An output that is an input, a weight, a constant, a view, or the same value
+    as another output has no op to write it into the output buffer.
     """
     ret = fn.body.block.last_op
     assert isinstance(ret, func.ReturnOp)
     seen: set[SSAValue] = set()
     for n, value in enumerate(ret.arguments):
-        if isinstance(value.owner, EinsumOp) and value not in seen:
+        if type(value.owner) in _PRODUCERS and value not in seen:
             seen.add(value)
             continue
         ty: TensorType = value.type  # type: ignore[assignment]
@@ -363,7 +610,7 @@ def _give_outputs_own_einsums(fn: func.FuncOp) -> None:
 
 @dataclass(frozen=True)
 class LowerEinToLoops(ModulePass):
-    """Lower einsum cascades on tensors to scf loop nests on flat buffer arguments."""
+    """Lower ein ops on tensors to scf loop nests on flat buffer arguments."""
 
     name: ClassVar[str] = "lower-ein-to-loops"
 
@@ -377,6 +624,3 @@ class LowerEinToLoops(ModulePass):
                 op.body.block.insert_op_before(new_fn, fn)
                 fn.detach()
                 fn.erase(safe_erase=False)
-
-
-

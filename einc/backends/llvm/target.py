@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import llvmlite.binding as llvm
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, MemRefType, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
 
 import einc
 from einc.backends.llvm.translate import compile_to_object
 from einc.frontend.onnx import ImportedModel
-from einc.ir.dtypes import type_to_numpy
 from einc.passes.pipeline import CPU_LLVM, CPU_LOOPS, Pipeline
 from einc.runtime.artifact import ALIGNMENT, FORMAT, CompiledModel
 
@@ -32,15 +31,15 @@ def buffer_table(module: ModuleOp) -> list[dict]:
     roles = main.attributes["einc.buffers"]
     assert isinstance(roles, ArrayAttr)
     table = []
-    for entry, arg_type in zip(roles.data, main.function_type.inputs.data):
-        assert isinstance(entry, DictionaryAttr) and isinstance(arg_type, MemRefType)
+    for entry in roles.data:
+        assert isinstance(entry, DictionaryAttr)
         d = entry.data
         table.append(
             {
                 "role": d["role"].data,  # type: ignore[attr-defined]
                 "name": d["name"].data,  # type: ignore[attr-defined]
                 "shape": [s.value.data for s in d["shape"]],  # type: ignore[attr-defined]
-                "dtype": np.dtype(type_to_numpy(arg_type.element_type)).str,
+                "dtype": np.dtype(d["dtype"].data).str,  # type: ignore[attr-defined]
                 "value": d.get("value"),
             }
         )

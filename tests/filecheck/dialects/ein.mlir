@@ -34,3 +34,18 @@ func.func @data() -> tensor<2xf32> {
   %2 = ein.einsum () -> [i] map "0.0" : () -> tensor<2xf32>
   func.return %1 : tensor<2xf32>
 }
+
+// CHECK-LABEL: func.func @data_movement
+func.func @data_movement(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %y: tensor<2x3xf32>) -> tensor<9x7xf32> {
+  // CHECK: ein.gather %{{.*}}[%{{.*}}] axis 0 : (tensor<5x3xf32>, tensor<2xi64>) -> tensor<2x3xf32>
+  %0 = ein.gather %x[%i] axis 0 : (tensor<5x3xf32>, tensor<2xi64>) -> tensor<2x3xf32>
+  // CHECK: ein.concat %{{.*}}, %{{.*}} axis 0 : (tensor<5x3xf32>, tensor<2x3xf32>) -> tensor<7x3xf32>
+  %1 = ein.concat %x, %0 axis 0 : (tensor<5x3xf32>, tensor<2x3xf32>) -> tensor<7x3xf32>
+  // CHECK: ein.pad %{{.*}} low [1, 2] high [1, 0] interior [0, 1] constant 0.0 : tensor<7x3xf32> -> tensor<9x7xf32>
+  %2 = ein.pad %1 low [1, 2] high [1, 0] interior [0, 1] constant 0.0 : tensor<7x3xf32> -> tensor<9x7xf32>
+  // CHECK: ein.pad %{{.*}} low [0, 0] high [1, 1] interior [0, 0] constant -inf
+  %4 = ein.pad %1 low [0, 0] high [1, 1] interior [0, 0] constant -inf : tensor<7x3xf32> -> tensor<8x4xf32>
+  // CHECK: ein.einsum (%{{.*}}[6 - i, j]) -> [i, j]
+  %3 = ein.einsum (%1[6 - i, j]) -> [i, j] : (tensor<7x3xf32>) -> tensor<7x3xf32>
+  func.return %2 : tensor<9x7xf32>
+}

@@ -3,7 +3,7 @@
 // A matmul: identity into the output, then a nest m, k, n that accumulates.
 // CHECK-LABEL: func.func @main
 // CHECK-SAME: (%[[A:.+]]: memref<32xf32>, %[[B:.+]]: memref<24xf32>, %[[Y:.+]]: memref<12xf32>)
-// CHECK-SAME: einc.buffers = [{role = "input", name = "a", shape = [4 : i64, 8 : i64]}, {role = "input", name = "b", shape = [8 : i64, 3 : i64]}, {role = "output", name = "y", shape = [4 : i64, 3 : i64]}]
+// CHECK-SAME: einc.buffers = [{role = "input", name = "a", shape = [4 : i64, 8 : i64], dtype = "float32"}, {role = "input", name = "b", shape = [8 : i64, 3 : i64], dtype = "float32"}, {role = "output", name = "y", shape = [4 : i64, 3 : i64], dtype = "float32"}]
 // CHECK:      scf.for %[[M0:.+]] =
 // CHECK-NEXT:   scf.for %[[N0:.+]] =
 // CHECK:          %[[ZERO:.+]] = arith.constant 0.000000e+00 : f32
@@ -29,7 +29,7 @@ func.func @main(%a: tensor<4x8xf32>, %b: tensor<8x3xf32>) -> tensor<4x3xf32> att
 // reads the intermediate's buffer with new strides.
 // CHECK-LABEL: func.func @main
 // CHECK-SAME: (%[[X:.+]]: memref<6xf32>, %[[OUT:.+]]: memref<6xf32>, %[[W:.+]]: memref<3xf32>, %[[T:.+]]: memref<6xf32>)
-// CHECK-SAME: {role = "weight", name = "bias", shape = [3 : i64]}, {role = "temp"
+// CHECK-SAME: {role = "weight", name = "bias", shape = [3 : i64], dtype = "float32"}, {role = "temp"
 // CHECK:       %[[V:.+]] = memref.load %[[W]]
 // CHECK:       %[[S:.+]] = arith.addf
 // CHECK:       %[[R:.+]] = math.tanh %[[S]] : f32
@@ -54,4 +54,32 @@ func.func @main(%x: tensor<2x3xf32>) -> tensor<3x2xf32> {
 func.func @main(%x: tensor<4x16xf32>) -> tensor<4xf32> {
   %0 = ein.einsum (%x[p, m]) -> [p] reduce max : (tensor<4x16xf32>) -> tensor<4xf32>
   func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+// Bools are stored as bytes: a comparison gives i1, widened to i8 to store.
+// CHECK-LABEL: func.func @main
+// CHECK-SAME: (%{{.*}}: memref<4xf32>, %[[OUT:.+]]: memref<4xi8>)
+// CHECK:       %[[C:.+]] = arith.cmpf olt
+// CHECK-NEXT:  %[[B:.+]] = arith.extui %[[C]] : i1 to i8
+// CHECK-NEXT:  memref.store %[[B]], %[[OUT]]
+func.func @main(%x: tensor<4xf32>) -> tensor<4xi1> {
+  %0 = ein.einsum (%x[i]) -> [i] map "lt($0, 0.5)" : (tensor<4xf32>) -> tensor<4xi1>
+  func.return %0 : tensor<4xi1>
+}
+
+// -----
+
+// Gather wraps negative indices and clamps to the axis.
+// CHECK-LABEL: func.func @main
+// CHECK:       %[[I:.+]] = memref.load %{{.*}} : memref<2xi64>
+// CHECK-NEXT:  %[[X:.+]] = arith.index_cast %[[I]] : i64 to index
+// CHECK-NEXT:  %[[NEG:.+]] = arith.cmpi slt, %[[X]], %{{.*}} : index
+// CHECK:       arith.select %[[NEG]]
+// CHECK:       arith.maxsi
+// CHECK:       arith.minsi
+func.func @main(%x: tensor<5x3xf32>, %i: tensor<2xi64>) -> tensor<2x3xf32> {
+  %0 = ein.gather %x[%i] axis 0 : (tensor<5x3xf32>, tensor<2xi64>) -> tensor<2x3xf32>
+  func.return %0 : tensor<2x3xf32>
 }
