@@ -19,14 +19,20 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from einc.diagnostics import EincError
-from einc.passes.onnx_to_ein import math, nn, tensor
+from einc.passes.onnx_to_ein import control, math, nn, quant, reduce, tensor
 from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported
 
-LOWERINGS: dict[str, Lowering] = {
-    **math.LOWERINGS,
-    **nn.LOWERINGS,
-    **tensor.LOWERINGS,
+FAMILIES: dict[str, dict[str, Lowering]] = {
+    "math": math.LOWERINGS,
+    "nn": nn.LOWERINGS,
+    "tensor": tensor.LOWERINGS,
+    "reduce": reduce.LOWERINGS,
+    "quant": quant.LOWERINGS,
+    "control": control.LOWERINGS,
 }
+"""The lowering table of each op family, one module each."""
+
+LOWERINGS: dict[str, Lowering] = {op: fn for table in FAMILIES.values() for op, fn in table.items()}
 """Every ONNX op type einc lowers, by op type (default domain)."""
 
 _STRUCTURAL = ("onnx.none", "onnx.yield")

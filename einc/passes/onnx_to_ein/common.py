@@ -26,8 +26,10 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from einc.ir import mapexpr
+from einc.ir.dtypes import type_to_numpy
 from einc.ir.ein import ConstantOp, EinsumOp, ReshapeOp
 from einc.ir.indexexpr import IndexExpr
+from einc.ir.interpret import EVALUATORS, evaluate_op
 
 
 class Unsupported(Exception):
@@ -62,6 +64,13 @@ class Node:
     @property
     def result_types(self) -> list[TensorType]:
         return [r.type for r in self.op.results]  # type: ignore[misc]
+
+    def constant_input(self, n: int) -> np.ndarray | None:
+        """The value of input `n` if it is known at compile time (an ein.constant)."""
+        value = self.input(n)
+        if value is None or not isinstance(value.owner, ConstantOp):
+            return None
+        return constant_value(value.owner)
 
     def attr(self, name: str) -> Attribute | None:
         return self.op.attributes.get(name)
@@ -138,16 +147,52 @@ def normalize_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
+def constant_value(op: ConstantOp) -> np.ndarray:
+    """The numpy value of an ein.constant."""
+    ty: TensorType = op.result.type  # type: ignore[assignment]
+    dtype = type_to_numpy(ty.get_element_type())
+    return np.array(op.value.get_values(), dtype=dtype).reshape(ty.get_shape())
+
+
+def dense_attr(array: np.ndarray, ty: TensorType) -> DenseIntOrFPElementsAttr:
+    values = array.astype(np.float64 if array.dtype.kind == "f" else np.int64).flatten().tolist()
+    return DenseIntOrFPElementsAttr.from_list(ty, values)
+
+
+FOLD_LIMIT = 4096
+"""Largest result (in elements) computed at compile time when all inputs are constant."""
+
+
 class CascadeBuilder:
-    """Inserts `ein` ops before the node being lowered."""
+    """Inserts `ein` ops before the node being lowered, folding constant ones.
+
+    An op whose operands are all `ein.constant`s (shape arithmetic, Range,
+    ConstantOfShape, ...) is evaluated by the ein interpreter as it is built
+    and becomes an `ein.constant` itself, so later lowerings can read its value.
+    """
 
     def __init__(self, rewriter: Rewriter, anchor: Operation):
         self.rewriter = rewriter
         self.anchor = anchor
 
     def insert(self, op: Operation) -> Operation:
+        folded = self._fold(op)
+        if folded is not None:
+            op = folded
         self.rewriter.insert_op(op, InsertPoint.before(self.anchor))
         return op
+
+    def _fold(self, op: Operation) -> ConstantOp | None:
+        if type(op) not in EVALUATORS or isinstance(op, ConstantOp) or len(op.results) != 1:
+            return None
+        if not all(isinstance(v.owner, ConstantOp) for v in op.operands):
+            return None
+        ty: TensorType = op.results[0].type  # type: ignore[assignment]
+        if int(np.prod(ty.get_shape())) > FOLD_LIMIT:
+            return None
+        value = evaluate_op(op, [constant_value(v.owner) for v in op.operands])  # type: ignore[arg-type]
+        op.erase(safe_erase=False)
+        return ConstantOp(dense_attr(np.asarray(value), ty))
 
     def einsum(
         self,
@@ -200,10 +245,13 @@ class CascadeBuilder:
             [value], [vars_], [vars_[p] for p in perm], tensor_type([shape[p] for p in perm], value)
         )
 
-    def constant(self, array: np.ndarray, like: SSAValue | TensorType) -> SSAValue:
-        ty = tensor_type(array.shape, like)
-        attr = DenseIntOrFPElementsAttr.from_list(ty, array.flatten().tolist())
-        return self.insert(ConstantOp(attr)).results[0]
+    def constant(self, array: np.ndarray, like: SSAValue | TensorType | Attribute) -> SSAValue:
+        """A small inline tensor; `like` gives its element type (or is one)."""
+        if isinstance(like, (SSAValue, TensorType)):
+            ty = tensor_type(array.shape, like)
+        else:
+            ty = TensorType(like, list(array.shape))
+        return self.insert(ConstantOp(dense_attr(np.asarray(array), ty))).results[0]
 
 
 Lowering = Callable[[CascadeBuilder, Node], list[SSAValue]]
