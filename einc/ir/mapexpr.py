@@ -69,6 +69,15 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.vectorize(math.erf, otypes=[x.dtype if x.dtype.kind == "f" else np.float64])(x)
 
 
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True division on floats; on integers, truncating division (C, onnxruntime)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        q = np.floor_divide(a, b)
+        return np.where((q * b != a) & ((a < 0) != (b < 0)), q + 1, q)
+    return np.divide(a, b)
+
+
 def _mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Remainder with the sign of the divisor (ONNX Mod, fmod=0; Python's %)."""
     return np.mod(a, b)
@@ -78,7 +87,7 @@ FUNCTIONS: dict[str, Function] = {
     "add": Function(2, np.add, "+"),
     "sub": Function(2, np.subtract, "-"),
     "mul": Function(2, np.multiply, "*"),
-    "div": Function(2, np.divide, "/"),
+    "div": Function(2, _div, "/"),
     "max": Function(2, np.maximum),
     "min": Function(2, np.minimum),
     "pow": Function(2, np.power),
@@ -98,6 +107,17 @@ FUNCTIONS: dict[str, Function] = {
     "round": Function(1, np.rint),
     "sin": Function(1, np.sin),
     "cos": Function(1, np.cos),
+    "tan": Function(1, np.tan),
+    "asin": Function(1, np.arcsin),
+    "acos": Function(1, np.arccos),
+    "atan": Function(1, np.arctan),
+    "sinh": Function(1, np.sinh),
+    "cosh": Function(1, np.cosh),
+    "asinh": Function(1, np.arcsinh),
+    "acosh": Function(1, np.arccosh),
+    "atanh": Function(1, np.arctanh),
+    "shl": Function(2, np.left_shift),
+    "shr": Function(2, np.right_shift),
     "lt": Function(2, np.less, kind="compare"),
     "le": Function(2, np.less_equal, kind="compare"),
     "gt": Function(2, np.greater, kind="compare"),
@@ -113,7 +133,8 @@ FUNCTIONS: dict[str, Function] = {
     "select": Function(3, np.where, kind="select"),
 }
 """Every function the map language knows. Binary operators are written infix.
-`round` rounds half to even (ONNX Round); `mod` takes the divisor's sign."""
+`round` rounds half to even (ONNX Round); `mod` takes the divisor's sign; `div`
+truncates on integers; `shl`/`shr` are logical shifts (ONNX BitShift, unsigned)."""
 
 _INFIX = {f.infix: name for name, f in FUNCTIONS.items() if f.infix}
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}

@@ -83,6 +83,15 @@ FLOAT_FUNCTIONS: dict[str, OpBuilder] = {
     "round": math.RoundEvenOp,
     "sin": math.SinOp,
     "cos": math.CosOp,
+    "tan": math.TanOp,
+    "asin": math.AsinOp,
+    "acos": math.AcosOp,
+    "atan": math.AtanOp,
+    "sinh": math.SinhOp,
+    "cosh": math.CoshOp,
+    "asinh": math.AsinhOp,
+    "acosh": math.AcoshOp,
+    "atanh": math.AtanhOp,
 }
 """Map-language functions on floats -> the arith/math op that computes them."""
 
@@ -94,6 +103,8 @@ INT_FUNCTIONS: dict[str, OpBuilder] = {
     "fmod": arith.RemSIOp,
     "max": arith.MaxSIOp,
     "min": arith.MinSIOp,
+    "shl": arith.ShLIOp,
+    "shr": arith.ShRUIOp,
 }
 """Map-language functions on (signed) integers."""
 
