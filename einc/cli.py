@@ -81,6 +81,13 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from einc.tools.explain import explain
+
+    print(explain(args.model, _input_shapes(args.input_shape), as_json=args.json), end="")
+    return 0
+
+
 def _cmd_opt(argv: Sequence[str]) -> int:
     from xdsl.utils.exceptions import DiagnosticException, ParseError, PassFailedException, VerifyException
 
@@ -115,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     p.add_argument("--output-dir", help="write each output as NAME.npy here")
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("explain", help="show the einsum cascades of a model and the passes each needs")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_explain)
 
     sub.add_parser("opt", help="run passes over MLIR text (xdsl-opt with einc's dialects)", add_help=False)
     return parser

@@ -12,8 +12,14 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 
-CPU_LOOPS = "onnx-to-ein,lower-ein-to-loops"
-"""ONNX graph -> einsum cascades -> loop nests on flat buffers."""
+CASCADE = "onnx-to-ein"
+"""ONNX graph -> einsum cascades, as the ops' definitions give them."""
+
+REWRITES = "defer-division"
+"""The rewrites einc applies to cascades to cut passes (what `einc explain` compares)."""
+
+CPU_LOOPS = f"{CASCADE},{REWRITES},lower-ein-to-loops"
+"""ONNX graph -> rewritten einsum cascades -> loop nests on flat buffers."""
 
 CPU_LLVM = ",".join(
     [

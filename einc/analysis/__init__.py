@@ -1,0 +1,2 @@
+"""Analyses of ein cascades that passes and `einc explain` read."""
+
