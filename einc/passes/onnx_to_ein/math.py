@@ -1,11 +1,14 @@
-"""Lowerings of ONNX math ops: elementwise maps and contractions (MatMul, Gemm).
+"""Lowerings of ONNX math ops: elementwise maps and contractions (MatMul, Gemm, Einsum).
 
 Elementwise ops are rows of `ELEMENTWISE`: op type -> map expression over the
-broadcast inputs. Variadic ones (Sum, Max, Min) fold their map over all inputs.
+broadcast inputs. Variadic ones (Sum, Max, Min, Mean) fold their map over all
+inputs. Ops whose map depends on attributes (Clip, Mod, IsInf, BitShift) or on
+the element type (Pow of integers) have a function each.
 """
 
 from __future__ import annotations
 
+from xdsl.dialects.builtin import Float64Type, IntegerType, TensorType
 from xdsl.ir import SSAValue
 
 from einc.ir import mapexpr
@@ -15,6 +18,7 @@ from einc.passes.onnx_to_ein.common import (
     Node,
     Unsupported,
     axis_vars,
+    broadcast_indices,
     shape_of,
 )
 
@@ -23,7 +27,6 @@ ELEMENTWISE: dict[str, str] = {
     "Sub": "$0 - $1",
     "Mul": "$0 * $1",
     "Div": "$0 / $1",
-    "Pow": "pow($0, $1)",
     "Neg": "-$0",
     "Abs": "abs($0)",
     "Reciprocal": "1.0 / $0",
@@ -38,11 +41,44 @@ ELEMENTWISE: dict[str, str] = {
     "Ceil": "ceil($0)",
     "Sin": "sin($0)",
     "Cos": "cos($0)",
+    "Tan": "tan($0)",
+    "Asin": "asin($0)",
+    "Acos": "acos($0)",
+    "Atan": "atan($0)",
+    "Sinh": "sinh($0)",
+    "Cosh": "cosh($0)",
+    "Asinh": "asinh($0)",
+    "Acosh": "acosh($0)",
+    "Atanh": "atanh($0)",
+    "Sign": "sign($0)",
+    "Round": "round($0)",
+    "IsNaN": "isnan($0)",
+    "Equal": "eq($0, $1)",
+    "Greater": "gt($0, $1)",
+    "Less": "lt($0, $1)",
+    "GreaterOrEqual": "ge($0, $1)",
+    "LessOrEqual": "le($0, $1)",
+    "Not": "not($0)",
+    "And": "and($0, $1)",
+    "Or": "or($0, $1)",
+    "Xor": "xor($0, $1)",
 }
 """Elementwise ONNX ops as einsum maps over their (broadcast) inputs."""
 
 VARIADIC: dict[str, str] = {"Sum": "$0 + $1", "Max": "max($0, $1)", "Min": "min($0, $1)"}
 """Variadic elementwise ops: the binary map folded left over all inputs."""
+
+
+def _present(node: Node) -> list[SSAValue]:
+    return [v for v in node.inputs if v is not None]
+
+
+def convert(b: CascadeBuilder, value: SSAValue, elem: object) -> SSAValue:
+    """`value` converted to element type `elem`: an identity map with a typed output."""
+    ty: TensorType = value.type  # type: ignore[assignment]
+    if ty.get_element_type() == elem:
+        return value
+    return b.elementwise([value], "$0", TensorType(elem, ty.get_shape()))  # type: ignore[arg-type]
 
 
 def _elementwise(map_text: str) -> Lowering:
@@ -65,15 +101,122 @@ def _variadic(binary: str) -> Lowering:
     return lower
 
 
-def lower_matmul(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """numpy matmul: batch dims broadcast, 1-D operands promoted and squeezed."""
-    a, w = node.input(0), node.input(1)
-    assert a is not None and w is not None
-    a_shape, w_shape = shape_of(a), shape_of(w)
+def lower_pow(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Pow; an integer base is raised in f64 and truncated, as onnxruntime's std::pow."""
+    base, exponent = _present(node)
+    result_type = node.result_types[0]
+    if isinstance(result_type.get_element_type(), IntegerType):
+        base, exponent = convert(b, base, Float64Type()), convert(b, exponent, Float64Type())
+    return [b.elementwise([base, exponent], "pow($0, $1)", result_type)]
+
+
+def lower_mean(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    inputs = _present(node)
+    total = " + ".join(f"${n}" for n in range(len(inputs)))
+    return [b.elementwise(inputs, f"({total}) / {float(len(inputs))!r}", node.result_types[0])]
+
+
+def lower_clip(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Clip: bounds are attributes before opset 11, optional inputs from it on."""
+    x = node.input(0)
+    assert x is not None
+    expr = "$0"
+    if node.opset < 11:
+        if node.attr("min") is not None:
+            expr = f"max({expr}, {node.float_attr('min', 0.0)!r})"
+        if node.attr("max") is not None:
+            expr = f"min({expr}, {node.float_attr('max', 0.0)!r})"
+        return [b.elementwise([x], expr, node.result_types[0])]
+    inputs = [x]
+    for n, fn in ((1, "max"), (2, "min")):
+        if (bound := node.input(n)) is not None:
+            expr = f"{fn}({expr}, ${len(inputs)})"
+            inputs.append(bound)
+    return [b.elementwise(inputs, expr, node.result_types[0])]
+
+
+def lower_mod(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Mod: fmod=0 takes the divisor's sign (integers only), fmod=1 the dividend's."""
+    fmod = node.int_attr("fmod", 0)
+    if not fmod and not isinstance(node.result_types[0].get_element_type(), IntegerType):
+        raise Unsupported("fmod=0 on floating point inputs (ONNX requires fmod=1 for floats)")
+    return [b.elementwise(_present(node), "fmod($0, $1)" if fmod else "mod($0, $1)", node.result_types[0])]
+
+
+def lower_isinf(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    positive, negative = node.int_attr("detect_positive", 1), node.int_attr("detect_negative", 1)
+    sign = {(1, 1): None, (1, 0): "gt($0, 0)", (0, 1): "lt($0, 0)", (0, 0): "0"}[(positive, negative)]
+    expr = "isinf($0)" if sign is None else f"and(isinf($0), {sign})"
+    return [b.elementwise(_present(node), expr, node.result_types[0])]
+
+
+def lower_bitshift(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    direction = node.string_attr("direction", "")
+    fn = {"LEFT": "shl", "RIGHT": "shr"}.get(direction)
+    if fn is None:
+        raise Unsupported(f"direction '{direction}' (expected LEFT or RIGHT)")
+    return [b.elementwise(_present(node), f"{fn}($0, $1)", node.result_types[0])]
+
+
+def parse_einsum(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list[list[str]], list[str]]:
+    """ONNX/numpy einsum equation -> index lists of the inputs and the output.
+
+    Letters are index variables; `...` stands for the leading dims not named,
+    broadcast across inputs (right-aligned, numpy rules) and written `e0, e1, ...`.
+    Without `->` the output is the ellipsis followed by the letters used once,
+    in alphabetical order.
+    """
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise Unsupported(f"equation '{equation}' names {len(terms)} inputs, the node has {len(shapes)}")
+    ell_rank = max([len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes) if "..." in t] + [0])
+    ell_vars = axis_vars(ell_rank, "e")
+
+    def expand(term: str, rank: int) -> list[str]:
+        head, dots, tail = term.partition("...")
+        if (head + tail) and not (head + tail).isalpha():
+            raise Unsupported(f"einsum term '{term}' has characters other than letters and '...'")
+        n_ell = rank - len(head) - len(tail) if dots else 0
+        if n_ell < 0 or (not dots and len(term) != rank):
+            raise Unsupported(f"einsum term '{term}' does not fit an input of rank {rank}")
+        return [*head, *ell_vars[ell_rank - n_ell :], *tail]
+
+    indices = [expand(t, len(s)) for t, s in zip(terms, shapes)]
+    if arrow:
+        out = expand(rhs, len(rhs) - 3 + ell_rank if "..." in rhs else len(rhs))
+    else:
+        letters = [v for t in terms for v in t.replace("...", "")]
+        out = [*ell_vars, *sorted(v for v in set(letters) if letters.count(v) == 1)]
+    return indices, out
+
+
+def lower_einsum(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """ONNX Einsum: one einsum, map the product of the inputs, reduce add."""
+    inputs = _present(node)
+    shapes = [shape_of(v) for v in inputs]
+    indices, out = parse_einsum(node.string_attr("equation", ""), shapes)
+    extents: dict[str, int] = {}
+    for idx, shape in zip(indices, shapes):
+        for var, size in zip(idx, shape):
+            extents[var] = max(extents.get(var, 1), size)
+    # a size-1 dim broadcast against a larger one reads element 0
+    indices = [[v if size == extents[v] else "0" for v, size in zip(idx, shape)] for idx, shape in zip(indices, shapes)]
+    result_type = node.result_types[0]
+    if len(out) != len(result_type.get_shape()):
+        raise Unsupported(f"einsum output {out} does not match the result rank {len(result_type.get_shape())}")
+    product = " * ".join(f"${n}" for n in range(len(inputs)))
+    reduced = {v for idx in indices for v in idx} - set(out) - {"0"}
+    return [b.einsum(inputs, indices, out, result_type, product, "add" if reduced else None)]
+
+
+def matmul_indices(
+    a_shape: tuple[int, ...], w_shape: tuple[int, ...], out_rank: int
+) -> tuple[list[str], list[str], list[str]]:
+    """Index lists of numpy matmul's operands and result (batch dims broadcast,
+    1-D operands promoted and squeezed): shared by MatMul and the integer matmuls."""
     if not a_shape or not w_shape:
         raise Unsupported("MatMul of a scalar")
-    result_type = node.result_types[0]
-    out_shape = tuple(result_type.get_shape())
     a2 = a_shape if len(a_shape) > 1 else (1, *a_shape)
     w2 = w_shape if len(w_shape) > 1 else (*w_shape, 1)
     batch = max(len(a2), len(w2)) - 2
@@ -97,8 +240,16 @@ def lower_matmul(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         out_vars.remove("m")
     if len(w_shape) == 1:
         out_vars.remove("n")
-    if len(out_vars) != len(out_shape):
+    if len(out_vars) != out_rank:
         raise Unsupported(f"MatMul of {list(a_shape)} and {list(w_shape)}")
+    return a_idx, w_idx, out_vars
+
+
+def lower_matmul(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    a, w = node.input(0), node.input(1)
+    assert a is not None and w is not None
+    result_type = node.result_types[0]
+    a_idx, w_idx, out_vars = matmul_indices(shape_of(a), shape_of(w), len(result_type.get_shape()))
     return [b.einsum([a, w], [a_idx, w_idx], out_vars, result_type, "$0 * $1", "add")]
 
 
@@ -134,6 +285,13 @@ def lower_gemm(b: CascadeBuilder, node: Node) -> list[SSAValue]:
 LOWERINGS: dict[str, Lowering] = {
     **{op: _elementwise(m) for op, m in ELEMENTWISE.items()},
     **{op: _variadic(m) for op, m in VARIADIC.items()},
+    "Pow": lower_pow,
+    "Mean": lower_mean,
+    "Clip": lower_clip,
+    "Mod": lower_mod,
+    "IsInf": lower_isinf,
+    "BitShift": lower_bitshift,
+    "Einsum": lower_einsum,
     "MatMul": lower_matmul,
     "Gemm": lower_gemm,
 }

@@ -1,0 +1,185 @@
+"""onnx-to-ein, math family: comparisons, logic, trigonometry, Clip, Mod, Einsum,
+integer arithmetic. Each case runs through the ein interpreter and the CPU
+backend and is compared with onnxruntime (floats at RTOL/ATOL, everything else
+exactly). `node_model` and `check_lowering` are shared by the other family tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import einc
+from einc.frontend.onnx import import_model
+from einc.ir.interpret import run_function
+from einc.passes import Pipeline
+from tests.conftest import IR_VERSION, ort_run
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def node_model(
+    op_type: str,
+    inputs: dict[str, np.ndarray],
+    initializers: dict[str, np.ndarray] | None = None,
+    opset: int = 17,
+    input_names: Sequence[str] | None = None,
+    n_outputs: int = 1,
+    **attrs: object,
+) -> onnx.ModelProto:
+    """A one-node model whose output types come from onnx shape inference."""
+    initializers = initializers or {}
+    names = list(input_names) if input_names is not None else [*inputs, *initializers]
+    outs = [f"y{i}" for i in range(n_outputs)]
+    graph = helper.make_graph(
+        [helper.make_node(op_type, names, outs, name=f"{op_type.lower()}_node", **attrs)],
+        f"{op_type}_test",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in inputs.items()],
+        [onnx.ValueInfoProto(name=o) for o in outs],
+        [numpy_helper.from_array(a, n) for n, a in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _compare(got: np.ndarray, want: np.ndarray, rtol: float, atol: float, what: str) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, f"{what}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    if want.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def check_lowering(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = RTOL, atol: float = ATOL
+) -> dict[str, np.ndarray]:
+    """onnx-to-ein + interpreter, and the compiled CPU model, against onnxruntime."""
+    expected = ort_run(model, feeds)
+    imported = import_model(model)
+    Pipeline("onnx-to-ein", verify_each=True).apply(imported.module)
+    assert not [op for op in imported.module.walk() if op.name.startswith("onnx.")]
+    main = next(iter(imported.module.ops))
+    interpreted = run_function(main, list(feeds.values()), imported.weights)  # type: ignore[arg-type]
+    compiled = einc.compile(model).run(feeds)
+    for (name, want), got in zip(expected.items(), interpreted):
+        _compare(np.asarray(got), want, rtol, atol, f"interpreter, {name}")
+        _compare(compiled[name], want, rtol, atol, f"compiled, {name}")
+    return expected
+
+
+def _f(r: np.random.Generator, *shape: int, low: float = -2.0, high: float = 2.0) -> np.ndarray:
+    return r.uniform(low, high, shape).astype(np.float32)
+
+
+def _i(r: np.random.Generator, *shape: int, dtype: type = np.int64, low: int = -20, high: int = 20) -> np.ndarray:
+    return r.integers(low, high, shape).astype(dtype)
+
+
+def _special(r: np.random.Generator) -> np.ndarray:
+    return np.array([[1.5, -np.inf, np.nan, 0.0], [np.inf, -2.5, 3.0, -0.0]], dtype=np.float32)
+
+
+# (case id, op type, inputs(rng), attributes, opset)
+CASES = [
+    *[
+        (op.lower(), op, lambda r: {"x": _f(r, 3, 5, low=-0.9, high=0.9)}, {}, 17)
+        for op in ["Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Atanh", "Sign"]
+    ],
+    ("acosh", "Acosh", lambda r: {"x": _f(r, 3, 5, low=1.0, high=4.0)}, {}, 17),
+    ("round-halves", "Round", lambda r: {"x": np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.4, -0.6], np.float32)}, {}, 17),
+    ("round", "Round", lambda r: {"x": _f(r, 4, 5, low=-9, high=9)}, {}, 17),
+    ("sign-int", "Sign", lambda r: {"x": _i(r, 4, 5, dtype=np.int32)}, {}, 17),
+    *[
+        (f"{op.lower()}-{t.__name__}", op, lambda r, t=t: {"a": _i(r, 3, 4, dtype=t, low=0, high=4), "b": _i(r, 4, dtype=t, low=0, high=4)}, {}, 17)
+        for op in ["Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"]
+        for t in [np.int64, np.int32]
+    ],
+    *[
+        (op.lower(), op, lambda r: {"a": np.round(_f(r, 3, 4)), "b": np.round(_f(r, 3, 1))}, {}, 17)
+        for op in ["Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"]
+    ],
+    ("not", "Not", lambda r: {"x": r.integers(0, 2, (3, 4)).astype(bool)}, {}, 17),
+    *[
+        (op.lower(), op, lambda r: {"a": r.integers(0, 2, (3, 4)).astype(bool), "b": r.integers(0, 2, (4,)).astype(bool)}, {}, 17)
+        for op in ["And", "Or", "Xor"]
+    ],
+    ("isnan", "IsNaN", lambda r: {"x": _special(r)}, {}, 17),
+    ("isinf", "IsInf", lambda r: {"x": _special(r)}, {}, 17),
+    ("isinf-positive", "IsInf", lambda r: {"x": _special(r)}, {"detect_negative": 0}, 17),
+    ("isinf-negative", "IsInf", lambda r: {"x": _special(r)}, {"detect_positive": 0}, 17),
+    ("clip-opset6", "Clip", lambda r: {"x": _f(r, 3, 4)}, {"min": -0.5, "max": 0.75}, 6),
+    ("clip-opset6-min-only", "Clip", lambda r: {"x": _f(r, 3, 4)}, {"min": -0.5}, 6),
+    ("clip-inputs", "Clip", lambda r: {"x": _f(r, 3, 4), "lo": np.float32(-0.5), "hi": np.float32(0.25)}, {}, 13),
+    ("clip-int", "Clip", lambda r: {"x": _i(r, 3, 4, dtype=np.int32), "lo": np.int32(-5), "hi": np.int32(7)}, {}, 13),
+    ("clip-none", "Clip", lambda r: {"x": _f(r, 3, 4)}, {}, 13),
+    ("mod-int", "Mod", lambda r: {"a": _i(r, 3, 4), "b": np.array([3, -3, 5, -7], np.int64)}, {}, 17),
+    ("mod-int32", "Mod", lambda r: {"a": _i(r, 3, 4, dtype=np.int32), "b": np.array([3, -3, 5, -7], np.int32)}, {}, 17),
+    ("fmod-int", "Mod", lambda r: {"a": _i(r, 3, 4), "b": np.array([3, -3, 5, -7], np.int64)}, {"fmod": 1}, 17),
+    ("fmod-float", "Mod", lambda r: {"a": _f(r, 3, 4, low=-9, high=9), "b": np.array([1.5, -2.0, 3.25, -0.75], np.float32)}, {"fmod": 1}, 17),
+    ("mean", "Mean", lambda r: {"a": _f(r, 2, 3), "b": _f(r, 3), "c": _f(r, 2, 1)}, {}, 17),
+    ("mean-one", "Mean", lambda r: {"a": _f(r, 2, 3)}, {}, 17),
+    *[
+        (f"bitshift-{d.lower()}-{t.__name__}", "BitShift", lambda r, t=t: {"a": _i(r, 3, 4, dtype=t, low=0, high=200), "b": _i(r, 4, dtype=t, low=0, high=7)}, {"direction": d}, 17)
+        for d in ["LEFT", "RIGHT"]
+        for t in [np.uint8, np.uint32, np.uint64]
+    ],
+    *[
+        (f"{op.lower()}-{t.__name__}", op, lambda r, t=t: {"a": _i(r, 3, 4, dtype=t, low=-50, high=50), "b": np.array([3, -3, 7, -2], t)}, {}, 17)
+        for op in ["Add", "Sub", "Mul", "Div"]
+        for t in [np.int32, np.int64]
+    ],
+    ("div-int-large", "Div", lambda r: {"a": np.array([2**62 + 1, -(2**61) - 3, 9007199254740993], np.int64), "b": np.array([3, 7, -1], np.int64)}, {}, 17),
+    ("pow-int-exponent", "Pow", lambda r: {"a": _f(r, 3, 4, low=0.5, high=2.0), "b": _i(r, 4, low=-3, high=4)}, {}, 17),
+    ("pow-int", "Pow", lambda r: {"a": _i(r, 3, 4, low=-5, high=6), "b": _i(r, 4, low=0, high=5)}, {}, 17),
+    ("pow-int32-float", "Pow", lambda r: {"a": _i(r, 3, 4, dtype=np.int32, low=1, high=6), "b": np.array([0.5, 2.0, 1.5, 3.0], np.float32)}, {}, 17),
+    ("neg-abs-int", "Abs", lambda r: {"x": _i(r, 3, 4, dtype=np.int32)}, {}, 17),
+]
+
+EINSUMS = [
+    ("matmul", "ij,jk->ik", [(3, 4), (4, 5)]),
+    ("implicit", "ij,jk", [(3, 4), (4, 5)]),
+    ("transpose", "ij->ji", [(3, 4)]),
+    ("trace", "ii", [(4, 4)]),
+    ("diagonal", "ii->i", [(4, 4)]),
+    ("sum-all", "ij->", [(3, 4)]),
+    ("outer", "i,j->ij", [(3,), (4,)]),
+    ("batched", "bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("three-inputs", "ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
+    ("ellipsis", "...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+    ("ellipsis-broadcast", "...ij,...jk->...ik", [(2, 1, 3, 4), (1, 3, 4, 5)]),
+    ("ellipsis-implicit", "...ij", [(2, 3, 4)]),
+    ("attention-scores", "bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)]),
+    ("upper-case", "Ab,bC->AC", [(3, 4), (4, 2)]),
+]
+
+
+@pytest.mark.parametrize("op_type,make_inputs,attrs,opset", [pytest.param(*c[1:], id=c[0]) for c in CASES])
+def test_math_lowering_matches_onnxruntime(rng, op_type, make_inputs, attrs, opset):
+    inputs = make_inputs(rng)
+    inputs = {k: np.asarray(v) for k, v in inputs.items()}
+    check_lowering(node_model(op_type, inputs, opset=opset, **attrs), inputs)
+
+
+@pytest.mark.parametrize("equation,shapes", [pytest.param(*c[1:], id=c[0]) for c in EINSUMS])
+def test_einsum_matches_onnxruntime(rng, equation, shapes):
+    inputs = {f"x{n}": _f(rng, *s) for n, s in enumerate(shapes)}
+    check_lowering(node_model("Einsum", inputs, opset=12, equation=equation), inputs)
+
+
+def test_einsum_is_one_einsum(rng):
+    from einc.ir.ein import EinsumOp
+
+    inputs = {"a": _f(rng, 3, 4), "b": _f(rng, 4, 5)}
+    imported = import_model(node_model("Einsum", inputs, opset=12, equation="ij,jk->ik"))
+    Pipeline("onnx-to-ein").apply(imported.module)
+    (op,) = [op for op in imported.module.walk() if isinstance(op, EinsumOp)]
+    assert (op.map.data, op.reduce_op, op.output_vars) == ("$0 * $1", "add", ["i", "k"])
+
+
+def test_mod_fmod0_on_floats_is_refused(rng):
+    inputs = {"a": _f(rng, 3), "b": _f(rng, 3)}
+    with pytest.raises(einc.diagnostics.EincError, match="fmod=0"):
+        einc.compile(node_model("Mod", {"a": inputs["a"]}, {"b": inputs["b"]}))
