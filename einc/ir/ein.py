@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.ir import Attribute, Dialect, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -38,12 +38,14 @@ from xdsl.irdl import (
     prop_def,
     result_def,
     operand_def,
+    region_def,
     traits_def,
     var_operand_def,
+    var_result_def,
 )
 from xdsl.parser import Parser
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.traits import IsolatedFromAbove, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from einc.ir import mapexpr
@@ -598,4 +600,107 @@ class PadOp(IRDLOperation):
             raise VerifyException(f"pad result must have shape {expected}, not {out}")
 
 
-Ein = Dialect("ein", [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp], [])
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """Ends the region of an `ein.group` (or other region op), naming its results."""
+
+    name = "ein.yield"
+    values = var_operand_def()
+    traits = traits_def(IsTerminator())
+    assembly_format = "($values^ `:` type($values))? attr-dict"
+
+    def __init__(self, values: Sequence[SSAValue]):
+        super().__init__(operands=[values])
+
+
+@irdl_op_definition
+class GroupOp(IRDLOperation):
+    """Einsums that run as one kernel: the unit fusion makes and backends take.
+
+    The body is isolated from above: its block arguments are the group's inputs,
+    so a backend can compile it on its own (one Triton kernel, one CPU loop nest
+    with a fused epilogue, one accelerator program). `kind` names the shape of
+    the group (e.g. "contraction" for a contraction with its elementwise
+    epilogue) so a backend can pick its kernel from a table. Values computed
+    inside never need a buffer of their own if the backend keeps them local.
+    """
+
+    name = "ein.group"
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    kind = prop_def(StringAttr)
+    body = region_def("single_block")
+    traits = traits_def(Pure(), IsolatedFromAbove())
+
+    def __init__(self, inputs: Sequence[SSAValue], result_types: Sequence[Attribute], kind: str, body: Region):
+        super().__init__(
+            operands=[inputs], result_types=[result_types], properties={"kind": StringAttr(kind)}, regions=[body]
+        )
+
+    @property
+    def yielded(self) -> Sequence[SSAValue]:
+        terminator = self.body.block.last_op
+        assert isinstance(terminator, YieldOp)
+        return terminator.values
+
+    def verify_(self) -> None:
+        block = self.body.block
+        if [a.type for a in block.args] != [v.type for v in self.inputs]:
+            raise VerifyException("group block arguments must match the group's inputs")
+        terminator = block.last_op
+        if not isinstance(terminator, YieldOp):
+            raise VerifyException("group body must end in ein.yield")
+        if [v.type for v in terminator.values] != [r.type for r in self.outputs]:
+            raise VerifyException("ein.yield types must match the group's results")
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_string_literal(self.kind.data)
+        printer.print_string(" (")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(")")
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_function_type([v.type for v in self.inputs], [r.type for r in self.outputs])
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=True)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> GroupOp:
+        kind = parser.parse_str_literal("group kind")
+        operands = parser.parse_comma_separated_list(parser.Delimiter.PAREN, parser.parse_unresolved_operand)
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        fn_type = parser.parse_function_type()
+        inputs = [parser.resolve_operand(o, t) for o, t in zip(operands, fn_type.inputs.data)]
+        body = parser.parse_region()
+        op = cls(inputs, list(fn_type.outputs.data), kind, body)
+        op.attributes.update(attrs)
+        return op
+
+
+def inline_group(group: GroupOp) -> None:
+    """Replace a group by its body: the generic path of backends without its kernel."""
+    block = group.body.block
+    for arg, value in zip(block.args, group.inputs):
+        arg.replace_all_uses_with(value)
+    terminator = block.last_op
+    assert isinstance(terminator, YieldOp)
+    for result, value in zip(group.outputs, terminator.values):
+        result.replace_all_uses_with(value)
+    terminator.detach()
+    terminator.erase()
+    parent = group.parent_block()
+    assert parent is not None
+    for op in list(block.ops):
+        op.detach()
+        parent.insert_op_before(op, group)
+    group.detach()
+    group.erase()
+
+
+Ein = Dialect(
+    "ein",
+    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp, GroupOp, YieldOp],
+    [],
+)

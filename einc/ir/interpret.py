@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
 from einc.ir import mapexpr
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, PadOp, ReshapeOp, WeightOp
+from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, PadOp, ReshapeOp, WeightOp, YieldOp
 
 _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
@@ -91,14 +91,22 @@ def run_function(
     fn: func.FuncOp, args: Sequence[np.ndarray], weights: dict[str, np.ndarray]
 ) -> list[np.ndarray]:
     """Evaluate a function of ein ops on arguments; weights by symbol."""
-    env: dict[SSAValue, np.ndarray] = dict(zip(fn.body.block.args, args))
-    for op in fn.body.block.ops:
+    return run_block(fn.body.block, args, weights)
+
+
+def run_block(block: Block, args: Sequence[np.ndarray], weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Evaluate a block of ein ops up to its terminator (func.return or ein.yield)."""
+    env: dict[SSAValue, np.ndarray] = dict(zip(block.args, args))
+    for op in block.ops:
         if isinstance(op, WeightOp):
             env[op.result] = weights[op.sym.string_value()]
+        elif isinstance(op, GroupOp):
+            results = run_block(op.body.block, [env[v] for v in op.inputs], weights)
+            env.update(zip(op.outputs, results))
         elif type(op) in EVALUATORS:
             env[op.results[0]] = evaluate_op(op, [env[v] for v in op.operands])
-        elif isinstance(op, func.ReturnOp):
-            return [env[v] for v in op.arguments]
+        elif isinstance(op, (func.ReturnOp, YieldOp)):
+            return [env[v] for v in op.operands]
         else:
             raise NotImplementedError(f"the ein interpreter cannot run '{op.name}'")
-    raise ValueError("function has no return")
+    raise ValueError("block has no terminator")

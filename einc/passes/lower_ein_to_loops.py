@@ -58,7 +58,18 @@ from xdsl.utils.exceptions import PassFailedException
 
 from einc.ir import mapexpr
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import REDUCTIONS, ConcatOp, ConstantOp, EinsumOp, GatherOp, PadOp, ReshapeOp, WeightOp
+from einc.ir.ein import (
+    REDUCTIONS,
+    ConcatOp,
+    ConstantOp,
+    EinsumOp,
+    GatherOp,
+    GroupOp,
+    PadOp,
+    ReshapeOp,
+    WeightOp,
+    inline_group,
+)
 from einc.ir.indexexpr import IndexExpr
 
 OpBuilder = Callable[..., Operation]
@@ -416,6 +427,8 @@ class _FunctionLowering:
     roles: list[DictionaryAttr] = field(default_factory=list)
 
     def run(self) -> func.FuncOp:
+        for group in [op for op in self.fn.body.block.ops if isinstance(op, GroupOp)]:
+            inline_group(group)
         _give_outputs_own_producers(self.fn)
         body = self.fn.body.block
         ret = body.last_op

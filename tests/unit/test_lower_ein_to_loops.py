@@ -149,3 +149,25 @@ def test_constants_and_outputs_that_alias():
       func.return %0, %c, %x, %1 : tensor<2x3xf32>, tensor<3xf32>, tensor<2x3xf32>, tensor<6xf32>
     }"""
     compile_and_compare(text, x)
+
+
+def test_groups_without_a_kernel_run_as_their_einsums():
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    w = RNG.standard_normal((3, 8)).astype(np.float32)
+    b = RNG.standard_normal(3).astype(np.float32)
+    text = """
+    func.func @main(%x: tensor<4x8xf32>, %w: tensor<3x8xf32>, %b: tensor<3xf32>) -> tensor<4x3xf32> {
+      %0 = ein.group "contraction" (%x, %w, %b) : (tensor<4x8xf32>, tensor<3x8xf32>, tensor<3xf32>) -> tensor<4x3xf32> {
+      ^bb0(%gx: tensor<4x8xf32>, %gw: tensor<3x8xf32>, %gb: tensor<3xf32>):
+        %y = ein.einsum (%gx[m, k], %gw[n, k]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<3x8xf32>) -> tensor<4x3xf32>
+        %r = ein.einsum (%y[m, n], %gb[n]) -> [m, n] map "max($0 + $1, 0.0)" : (tensor<4x3xf32>, tensor<3xf32>) -> tensor<4x3xf32>
+        ein.yield %r : tensor<4x3xf32>
+      }
+      func.return %0 : tensor<4x3xf32>
+    }"""
+    compile_and_compare(text, x, w, b)
+    np.testing.assert_allclose(
+        run_function(next(iter(Parser(make_context(), text).parse_module().ops)), [x, w, b], {})[0],
+        np.maximum(x @ w.T + b, 0),
+        rtol=1e-5,
+    )

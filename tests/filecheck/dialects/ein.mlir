@@ -49,3 +49,20 @@ func.func @data_movement(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %y: tensor<2x3x
   %3 = ein.einsum (%1[6 - i, j]) -> [i, j] : (tensor<7x3xf32>) -> tensor<7x3xf32>
   func.return %2 : tensor<9x7xf32>
 }
+
+// CHECK-LABEL: func.func @group
+func.func @group(%x: tensor<4x8xf32>, %w: tensor<3x8xf32>, %b: tensor<3xf32>) -> tensor<4x3xf32> {
+  // CHECK: %{{.*}} = ein.group "contraction" (%{{.*}}, %{{.*}}, %{{.*}}) : (tensor<4x8xf32>, tensor<3x8xf32>, tensor<3xf32>) -> tensor<4x3xf32> {
+  // CHECK-NEXT: ^{{.*}}(%[[X:.+]]: tensor<4x8xf32>, %[[W:.+]]: tensor<3x8xf32>, %[[B:.+]]: tensor<3xf32>):
+  // CHECK-NEXT:   %[[Y:.+]] = ein.einsum (%[[X]][m, k], %[[W]][n, k]) -> [m, n] map "$0 * $1" reduce add
+  // CHECK-NEXT:   %[[R:.+]] = ein.einsum (%[[Y]][m, n], %[[B]][n]) -> [m, n] map "max($0 + $1, 0.0)"
+  // CHECK-NEXT:   ein.yield %[[R]] : tensor<4x3xf32>
+  // CHECK-NEXT: }
+  %0 = ein.group "contraction" (%x, %w, %b) : (tensor<4x8xf32>, tensor<3x8xf32>, tensor<3xf32>) -> tensor<4x3xf32> {
+  ^bb0(%gx: tensor<4x8xf32>, %gw: tensor<3x8xf32>, %gb: tensor<3xf32>):
+    %y = ein.einsum (%gx[m, k], %gw[n, k]) -> [m, n] map "$0 * $1" reduce add : (tensor<4x8xf32>, tensor<3x8xf32>) -> tensor<4x3xf32>
+    %r = ein.einsum (%y[m, n], %gb[n]) -> [m, n] map "max($0 + $1, 0.0)" : (tensor<4x3xf32>, tensor<3xf32>) -> tensor<4x3xf32>
+    ein.yield %r : tensor<4x3xf32>
+  }
+  func.return %0 : tensor<4x3xf32>
+}
