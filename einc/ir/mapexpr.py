@@ -69,6 +69,11 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.vectorize(math.erf, otypes=[x.dtype if x.dtype.kind == "f" else np.float64])(x)
 
 
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) without overflow for large x."""
+    return np.logaddexp(0.0, x)
+
+
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """True division on floats; on integers, truncating division (C, onnxruntime)."""
     a, b = np.asarray(a), np.asarray(b)
@@ -102,6 +107,7 @@ FUNCTIONS: dict[str, Function] = {
     "tanh": Function(1, np.tanh),
     "sigmoid": Function(1, _sigmoid),
     "erf": Function(1, _erf),
+    "softplus": Function(1, _softplus),
     "floor": Function(1, np.floor),
     "ceil": Function(1, np.ceil),
     "round": Function(1, np.rint),

@@ -121,6 +121,7 @@ INT_FUNCTIONS: dict[str, OpBuilder] = {
 
 EXPANSIONS: dict[str, str] = {
     "sigmoid": "1.0 / (1.0 + exp(-$0))",
+    "softplus": "max($0, 0.0) + log(1.0 + exp(-abs($0)))",
     "sign": "select(gt($0, 0), 1, select(lt($0, 0), -1, 0))",
     "mod": "select(and(ne(fmod($0, $1), 0), ne(lt(fmod($0, $1), 0), lt($1, 0))), fmod($0, $1) + $1, fmod($0, $1))",
 }
