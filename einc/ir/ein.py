@@ -679,6 +679,79 @@ class GroupOp(IRDLOperation):
         return op
 
 
+@irdl_op_definition
+class IfOp(IRDLOperation):
+    """A branch on a condition known only at run time (ONNX If).
+
+    Each region is one block without arguments ending in `ein.yield`; it reads
+    values of the enclosing scope directly. The condition is a one-element i1
+    tensor. A condition known at compile time never needs this op: onnx-to-ein
+    inlines the taken branch instead.
+
+        %r = ein.if %c : tensor<i1> -> (tensor<4xf32>) {
+          ...
+          ein.yield %a : tensor<4xf32>
+        } else {
+          ein.yield %b : tensor<4xf32>
+        }
+    """
+
+    name = "ein.if"
+    cond = operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    then_region = region_def("single_block")
+    else_region = region_def("single_block")
+
+    def __init__(self, cond: SSAValue, result_types: Sequence[Attribute], then_region: Region, else_region: Region):
+        super().__init__(operands=[cond], result_types=[result_types], regions=[then_region, else_region])
+
+    def verify_(self) -> None:
+        ty: TensorType = self.cond.type  # type: ignore[assignment]
+        if ty.get_element_type() != IntegerType(1) or math.prod(ty.get_shape()) != 1:
+            raise VerifyException(f"ein.if condition must be one i1 element, not {ty}")
+        if not self.outputs:
+            raise VerifyException("ein.if must have results")
+        for name, region in (("then", self.then_region), ("else", self.else_region)):
+            block = region.block
+            if block.args:
+                raise VerifyException(f"ein.if {name} region must have no block arguments")
+            terminator = block.last_op
+            if not isinstance(terminator, YieldOp):
+                raise VerifyException(f"ein.if {name} region must end in ein.yield")
+            if [v.type for v in terminator.values] != [r.type for r in self.outputs]:
+                raise VerifyException(f"ein.yield types of the {name} region must match the ein.if results")
+
+    def branch(self, taken: bool) -> Region:
+        return self.then_region if taken else self.else_region
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.cond)
+        printer.print_string(" : ")
+        printer.print_attribute(self.cond.type)
+        printer.print_string(" -> (")
+        printer.print_list([r.type for r in self.outputs], printer.print_attribute)
+        printer.print_string(") ")
+        printer.print_region(self.then_region, print_entry_block_args=False)
+        printer.print_string(" else ")
+        printer.print_region(self.else_region, print_entry_block_args=False)
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IfOp:
+        cond = parser.parse_unresolved_operand()
+        parser.parse_punctuation(":")
+        cond_type = parser.parse_type()
+        parser.parse_punctuation("->")
+        types = parser.parse_comma_separated_list(parser.Delimiter.PAREN, parser.parse_type)
+        then_region = parser.parse_region()
+        parser.parse_keyword("else")
+        else_region = parser.parse_region()
+        op = cls(parser.resolve_operand(cond, cond_type), types, then_region, else_region)
+        op.attributes.update(parser.parse_optional_attr_dict())
+        return op
+
+
 def inline_group(group: GroupOp) -> None:
     """Replace a group by its body: the generic path of backends without its kernel."""
     block = group.body.block
@@ -701,6 +774,6 @@ def inline_group(group: GroupOp) -> None:
 
 Ein = Dialect(
     "ein",
-    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp, GroupOp, YieldOp],
+    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp, GroupOp, YieldOp, IfOp],
     [],
 )

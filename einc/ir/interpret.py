@@ -7,7 +7,7 @@ of ONNX ops independently of any backend, and backends against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from xdsl.dialects import func
@@ -15,7 +15,7 @@ from xdsl.ir import Block, Operation, SSAValue
 
 from einc.ir import mapexpr
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, PadOp, ReshapeOp, WeightOp, YieldOp
+from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, IfOp, PadOp, ReshapeOp, WeightOp, YieldOp
 
 _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
@@ -94,15 +94,24 @@ def run_function(
     return run_block(fn.body.block, args, weights)
 
 
-def run_block(block: Block, args: Sequence[np.ndarray], weights: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Evaluate a block of ein ops up to its terminator (func.return or ein.yield)."""
-    env: dict[SSAValue, np.ndarray] = dict(zip(block.args, args))
+def run_block(
+    block: Block,
+    args: Sequence[np.ndarray],
+    weights: dict[str, np.ndarray],
+    outer: Mapping[SSAValue, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Evaluate a block of ein ops up to its terminator (func.return or ein.yield);
+    `outer` holds the values of enclosing blocks that a non-isolated region reads."""
+    env: dict[SSAValue, np.ndarray] = {**(outer or {}), **dict(zip(block.args, args))}
     for op in block.ops:
         if isinstance(op, WeightOp):
             env[op.result] = weights[op.sym.string_value()]
         elif isinstance(op, GroupOp):
             results = run_block(op.body.block, [env[v] for v in op.inputs], weights)
             env.update(zip(op.outputs, results))
+        elif isinstance(op, IfOp):
+            taken = op.branch(bool(np.asarray(env[op.cond]).reshape(-1)[0]))
+            env.update(zip(op.outputs, run_block(taken.block, [], weights, env)))
         elif type(op) in EVALUATORS:
             env[op.results[0]] = evaluate_op(op, [env[v] for v in op.operands])
         elif isinstance(op, (func.ReturnOp, YieldOp)):

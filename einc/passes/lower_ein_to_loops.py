@@ -65,9 +65,11 @@ from einc.ir.ein import (
     EinsumOp,
     GatherOp,
     GroupOp,
+    IfOp,
     PadOp,
     ReshapeOp,
     WeightOp,
+    YieldOp,
     inline_group,
 )
 from einc.ir.indexexpr import IndexExpr
@@ -596,11 +598,77 @@ class _FunctionLowering:
         e.loops(names, extents, body)
 
 
+    def lower_if(self, e: _Emitter, op: IfOp) -> None:
+        """scf.if on the loaded condition; each branch lowers its ops in place and
+        copies its yielded values into the if's result buffers, which live outside.
+
+        Buffers for values made inside a branch (and for results after the first,
+        which `run` does not give one) are added here as new arguments of the
+        function, with their roles appended to the table in the same order.
+        """
+        entry: Block = self.buffers[op.cond].ref.block  # type: ignore[attr-defined]  # every buffer is an argument of it
+
+        def new_buffer(value: SSAValue, role: str, name: str, extra: dict[str, Attribute] | None = None) -> None:
+            ty: TensorType = value.type  # type: ignore[assignment]
+            arg = entry.insert_arg(flat_type(ty), len(entry.args))
+            arg.name_hint = value.name_hint
+            self.buffers[value] = Buffer(arg, tuple(ty.get_shape()), ty.get_element_type())
+            self.roles.append(DictionaryAttr({
+                "role": StringAttr(role),
+                "name": StringAttr(name),
+                "shape": ArrayAttr([IntegerAttr(s, i64) for s in ty.get_shape()]),
+                "dtype": StringAttr(type_to_numpy(ty.get_element_type()).name),
+                **(extra or {}),
+            }))
+
+        for result in op.outputs:
+            if result not in self.buffers:
+                new_buffer(result, "temp", result.name_hint or f"t{len(self.roles)}")
+        cond = e.load(self.buffers[op.cond], e.index(0))  # index(0) first: constants stay at the top
+        outer = e.block
+        branches = []
+        for region in (op.then_region, op.else_region):
+            e.block = Block()
+            for inner in region.block.ops:
+                if isinstance(inner, WeightOp):
+                    same = next((v for v in self.buffers if isinstance(v.owner, WeightOp) and v.owner.sym == inner.sym), None)
+                    if same is not None:
+                        self.buffers[inner.result] = self.buffers[same]
+                    else:
+                        new_buffer(inner.result, "weight", inner.sym.string_value())
+                elif isinstance(inner, ConstantOp):
+                    new_buffer(inner.result, "constant", f"const{len(self.roles)}", {"value": inner.value})
+                elif isinstance(inner, ReshapeOp):
+                    src = self.buffers[inner.source]
+                    self.buffers[inner.result] = Buffer(src.ref, tuple(inner.result.type.get_shape()), src.elem)  # type: ignore[attr-defined]
+                elif type(inner) in _PRODUCERS:
+                    for result in inner.results:
+                        new_buffer(result, "temp", result.name_hint or f"t{len(self.roles)}")
+                    _PRODUCERS[type(inner)](self, e, inner)
+                elif isinstance(inner, YieldOp):
+                    for value, result in zip(inner.values, op.outputs):
+                        src, dst = self.buffers[value], self.buffers[result]
+                        names, extents = _vars(dst.shape)
+                        at = [IndexExpr.var(v) for v in names]
+
+                        def copy(ivs: dict[str, SSAValue], src: Buffer = src, dst: Buffer = dst, at: list = at) -> None:
+                            e.store(e.load(src, e.offset(src, at, ivs)), dst, e.offset(dst, at, ivs))
+
+                        e.loops(names, extents, copy)
+                else:
+                    raise PassFailedException(f"lower-ein-to-loops cannot lower '{inner.name}' in an ein.if")
+            e.emit(scf.YieldOp())
+            branches.append(Region(e.block))
+        e.block = outer
+        e.emit(scf.IfOp(cond, [], branches[0], branches[1]))
+
+
 _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operation], None]] = {
     EinsumOp: _FunctionLowering.lower_einsum,  # type: ignore[dict-item]
     GatherOp: _FunctionLowering.lower_gather,  # type: ignore[dict-item]
     ConcatOp: _FunctionLowering.lower_concat,  # type: ignore[dict-item]
     PadOp: _FunctionLowering.lower_pad,  # type: ignore[dict-item]
+    IfOp: _FunctionLowering.lower_if,  # type: ignore[dict-item]
 }
 """Ops that write a new buffer, and the method that lowers each."""
 

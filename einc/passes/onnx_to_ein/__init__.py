@@ -95,6 +95,8 @@ class OnnxToEin(ModulePass):
         opset = _opset(op)
         rewriter = Rewriter()
         for onnx_op in _onnx_nodes(op):
+            if onnx_op.get_toplevel_object() is not op:
+                continue  # in a branch an If with a known condition dropped
             node = Node(onnx_op, opset)
             try:
                 values = LOWERINGS[node.op_type](CascadeBuilder(rewriter, onnx_op), node)

@@ -1,7 +1,79 @@
-"""Lowerings of ONNX control ops (see the family table in onnx_to_ein/__init__.py)."""
+"""Lowerings of ONNX control ops: If.
+
+The importer puts an If's subgraphs in the op's regions, in the order of its
+GRAPH attributes, and keeps each region's index in the attribute
+(`then_branch`, `else_branch`). Branch bodies are onnx ops that read outer
+values directly; the pass lowers them like any other node, after the If.
+
+A condition known at compile time (an `ein.constant`, often folded from shape
+arithmetic) selects its branch here: the branch's ops move before the If and
+its yielded values replace the If's results, so the cascade stays straight-line.
+Otherwise the branches move into an `ein.if`, which the backends lower to a real
+branch. Loop and Scan have no lowering: einc compiles graphs without loops.
+"""
 
 from __future__ import annotations
 
-from einc.passes.onnx_to_ein.common import Lowering
+from xdsl.ir import Block, Region, SSAValue
+from xdsl.rewriter import InsertPoint
 
-LOWERINGS: dict[str, Lowering] = {}
+from einc.ir.ein import IfOp, YieldOp
+from einc.ir.onnx import YieldOp as OnnxYieldOp
+from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported
+
+
+def _branches(node: Node) -> tuple[Region, Region]:
+    regions = node.op.regions
+    then_index, else_index = node.int_attr("then_branch", 0), node.int_attr("else_branch", 1)
+    if len(regions) != 2 or {then_index, else_index} != {0, 1}:
+        raise Unsupported("an If needs a then_branch and an else_branch subgraph")
+    return regions[then_index], regions[else_index]
+
+
+def _terminator(block: Block) -> OnnxYieldOp:
+    terminator = block.last_op
+    assert isinstance(terminator, OnnxYieldOp)
+    return terminator
+
+
+def inline_branch(b: CascadeBuilder, region: Region) -> list[SSAValue]:
+    """Move a branch's ops before the If; its yielded values are the If's results."""
+    block = region.block
+    yielded = list(_terminator(block).operands)
+    for op in list(block.ops)[:-1]:
+        op.detach()
+        b.rewriter.insert_op(op, InsertPoint.before(b.anchor))
+    return yielded
+
+
+def lower_if(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    cond = node.input(0)
+    assert cond is not None
+    then_region, else_region = _branches(node)
+    known = node.constant_input(0)
+    if known is not None:
+        if known.size != 1:
+            raise Unsupported(f"the condition has {known.size} elements, not 1")
+        return inline_branch(b, then_region if bool(known.reshape(-1)[0]) else else_region)
+    result_types = node.result_types
+    regions = []
+    for name, region in (("then", then_region), ("else", else_region)):
+        block = region.block
+        terminator = _terminator(block)
+        types = [v.type for v in terminator.operands]
+        if types != result_types:
+            raise Unsupported(
+                f"the {name} branch yields {', '.join(map(str, types))} but the If's results are "
+                f"{', '.join(map(str, result_types))}: both branches must give the same static types"
+            )
+        region.detach_block(block)
+        yield_op = YieldOp(list(terminator.operands))
+        block.insert_op_before(yield_op, terminator)
+        terminator.detach()
+        terminator.erase()
+        regions.append(Region(block))
+    op = b.insert(IfOp(cond, result_types, regions[0], regions[1]))
+    return list(op.results)
+
+
+LOWERINGS: dict[str, Lowering] = {"If": lower_if}

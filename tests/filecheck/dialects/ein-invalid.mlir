@@ -78,3 +78,27 @@ func.func @reshape(%a: tensor<4x3xf32>) -> tensor<5xf32> {
   %0 = ein.reshape %a : tensor<4x3xf32> -> tensor<5xf32>
   func.return %0 : tensor<5xf32>
 }
+
+// -----
+
+func.func @if_condition(%c: tensor<2xi1>, %x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{ein.if condition must be one i1 element, not tensor<2xi1>}}
+  %0 = ein.if %c : tensor<2xi1> -> (tensor<4xf32>) {
+    ein.yield %x : tensor<4xf32>
+  } else {
+    ein.yield %x : tensor<4xf32>
+  }
+  func.return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @if_yield_types(%c: tensor<i1>, %x: tensor<4xf32>, %y: tensor<2xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{ein.yield types of the else region must match the ein.if results}}
+  %0 = ein.if %c : tensor<i1> -> (tensor<4xf32>) {
+    ein.yield %x : tensor<4xf32>
+  } else {
+    ein.yield %y : tensor<2xf32>
+  }
+  func.return %0 : tensor<4xf32>
+}

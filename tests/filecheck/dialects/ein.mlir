@@ -66,3 +66,24 @@ func.func @group(%x: tensor<4x8xf32>, %w: tensor<3x8xf32>, %b: tensor<3xf32>) ->
   }
   func.return %0 : tensor<4x3xf32>
 }
+
+// CHECK-LABEL: func.func @branch
+func.func @branch(%c: tensor<i1>, %x: tensor<4xf32>) -> (tensor<4xf32>, tensor<f32>) {
+  // CHECK: %{{.*}}, %{{.*}} = ein.if %{{.*}} : tensor<i1> -> (tensor<4xf32>, tensor<f32>) {
+  // CHECK-NEXT:   %[[E:.+]] = ein.einsum (%{{.*}}[i]) -> [i] map "exp($0)"
+  // CHECK-NEXT:   %[[S:.+]] = ein.einsum (%[[E]][i]) -> [] reduce add
+  // CHECK-NEXT:   ein.yield %[[E]], %[[S]] : tensor<4xf32>, tensor<f32>
+  // CHECK-NEXT: } else {
+  // CHECK-NEXT:   %[[Z:.+]] = ein.constant dense<0.000000e+00> : tensor<f32>
+  // CHECK-NEXT:   ein.yield %{{.*}}, %[[Z]] : tensor<4xf32>, tensor<f32>
+  // CHECK-NEXT: }
+  %0, %1 = ein.if %c : tensor<i1> -> (tensor<4xf32>, tensor<f32>) {
+    %e = ein.einsum (%x[i]) -> [i] map "exp($0)" : (tensor<4xf32>) -> tensor<4xf32>
+    %s = ein.einsum (%e[i]) -> [] reduce add : (tensor<4xf32>) -> tensor<f32>
+    ein.yield %e, %s : tensor<4xf32>, tensor<f32>
+  } else {
+    %z = ein.constant dense<0.0> : tensor<f32>
+    ein.yield %x, %z : tensor<4xf32>, tensor<f32>
+  }
+  func.return %0, %1 : tensor<4xf32>, tensor<f32>
+}

@@ -83,3 +83,32 @@ func.func @main(%x: tensor<5x3xf32>, %i: tensor<2xi64>) -> tensor<2x3xf32> {
   %0 = ein.gather %x[%i] axis 0 : (tensor<5x3xf32>, tensor<2xi64>) -> tensor<2x3xf32>
   func.return %0 : tensor<2x3xf32>
 }
+
+// -----
+
+// ein.if: an scf.if on the loaded condition; a value made in a branch gets a
+// buffer appended to the arguments (and to einc.buffers); each branch copies
+// what it yields into the result's buffer, which lives outside the branch.
+// CHECK-LABEL: func.func @main
+// CHECK-SAME: (%[[C:.+]]: memref<1xi8>, %[[X:.+]]: memref<4xf32>, %[[Y:.+]]: memref<4xf32>, %[[E:.+]]: memref<4xf32>)
+// CHECK-SAME: {role = "temp", name = "e", shape = [4 : i64], dtype = "float32"}
+// CHECK:      %[[RAW:.+]] = memref.load %[[C]]
+// CHECK:      %[[COND:.+]] = arith.cmpi ne, %[[RAW]]
+// CHECK:      scf.if %[[COND]] {
+// CHECK:        math.exp
+// CHECK:        memref.store %{{.*}}, %[[E]]
+// CHECK:        memref.load %[[E]]
+// CHECK:        memref.store %{{.*}}, %[[Y]]
+// CHECK:      } else {
+// CHECK:        memref.load %[[X]]
+// CHECK:        memref.store %{{.*}}, %[[Y]]
+// CHECK:      }
+func.func @main(%c: tensor<i1>, %x: tensor<4xf32>) -> tensor<4xf32> attributes {einc.inputs = ["c", "x"], einc.outputs = ["y"]} {
+  %0 = ein.if %c : tensor<i1> -> (tensor<4xf32>) {
+    %e = ein.einsum (%x[i]) -> [i] map "exp($0)" : (tensor<4xf32>) -> tensor<4xf32>
+    ein.yield %e : tensor<4xf32>
+  } else {
+    ein.yield %x : tensor<4xf32>
+  }
+  func.return %0 : tensor<4xf32>
+}
