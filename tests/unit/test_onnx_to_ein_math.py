@@ -179,6 +179,17 @@ def test_einsum_is_one_einsum(rng):
     assert (op.map.data, op.reduce_op, op.output_vars) == ("$0 * $1", "add", ["i", "k"])
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 3), (4, 4), (2, 3, 3), (2, 1, 4, 4)])
+def test_det_matches_onnxruntime(rng, shape):
+    feeds = {"x": _f(rng, *shape)}
+    check_lowering(node_model("Det", feeds, opset=11), feeds, rtol=1e-4, atol=1e-5)
+
+
+def test_det_of_large_matrices_is_refused(rng):
+    with pytest.raises(einc.diagnostics.EincError, match="Leibniz"):
+        einc.compile(node_model("Det", {"x": _f(rng, 5, 5)}, opset=11))
+
+
 def test_mod_fmod0_on_floats_is_refused(rng):
     inputs = {"a": _f(rng, 3), "b": _f(rng, 3)}
     with pytest.raises(einc.diagnostics.EincError, match="fmod=0"):

@@ -8,6 +8,9 @@ the element type (Pow of integers) have a function each.
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 from xdsl.dialects.builtin import Float64Type, IntegerType, TensorType
 from xdsl.ir import SSAValue
 
@@ -210,6 +213,36 @@ def lower_einsum(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return [b.einsum(inputs, indices, out, result_type, product, "add" if reduced else None)]
 
 
+DET_MAX = 4
+"""The largest matrix Det expands: the Leibniz sum has n^n terms (256 at n = 4)."""
+
+
+def levi_civita(n: int) -> np.ndarray:
+    """eps[j0, ..., jn-1]: the sign of the permutation (j0, ..., jn-1), 0 where an index repeats."""
+    eps = np.zeros([n] * n, dtype=np.int64)
+    for perm in itertools.permutations(range(n)):
+        inversions = sum(perm[i] > perm[j] for i in range(n) for j in range(i + 1, n))
+        eps[perm] = -1 if inversions % 2 else 1
+    return eps
+
+
+def lower_det(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Det as one einsum, the Leibniz formula: det A = eps[j0..jn-1] * A[0, j0] * ... * A[n-1, jn-1],
+    reduce add over the j; batch dims lead. Exact in structure, meant for small n."""
+    x = node.input(0)
+    assert x is not None
+    shape = shape_of(x)
+    n = shape[-1]
+    if n > DET_MAX:
+        raise Unsupported(f"Det of {n}x{n} matrices: einc expands the Leibniz sum only up to {DET_MAX}x{DET_MAX}")
+    batch = axis_vars(len(shape) - 2, "b")
+    cols = axis_vars(n, "j")
+    eps = b.constant(levi_civita(n), x)
+    indices = [cols, *[[*batch, str(row), col] for row, col in enumerate(cols)]]
+    product = " * ".join(f"${k}" for k in range(n + 1))
+    return [b.einsum([eps, *[x] * n], indices, batch, node.result_types[0], product, "add")]
+
+
 def matmul_indices(
     a_shape: tuple[int, ...], w_shape: tuple[int, ...], out_rank: int
 ) -> tuple[list[str], list[str], list[str]]:
@@ -292,6 +325,7 @@ LOWERINGS: dict[str, Lowering] = {
     "IsInf": lower_isinf,
     "BitShift": lower_bitshift,
     "Einsum": lower_einsum,
+    "Det": lower_det,
     "MatMul": lower_matmul,
     "Gemm": lower_gemm,
 }
