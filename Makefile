@@ -27,5 +27,11 @@ unit: $(STAMP)
 lit: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lit -sv tests/filecheck
 
+# All ONNX backend node tests (`make test` runs a subset): writes
+# tests/conformance/results.json and docs/onnx-coverage.md, fails on a regression.
+.PHONY: conformance
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance
+
 clean:
 	rm -rf $(VENV) out examples/*.onnx
