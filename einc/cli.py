@@ -7,9 +7,11 @@ status 1; tracebacks are for einc's own bugs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from einc.backends import TARGETS
 from einc.diagnostics import EincError
 
 
@@ -41,6 +43,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     out = args.output or "out"
     model.save(out)
     print(f"einc: compiled {args.model} for {args.target} into {out}/")
+    if args.emit_source:
+        if not hasattr(model, "emit_source"):
+            raise EincError(f"--emit-source needs a target that emits source (triton), not {args.target}")
+        path = model.emit_source(args.emit_source, os.path.splitext(os.path.basename(args.model))[0])
+        print(f"einc: wrote the generated source to {path}")
     return 0
 
 
@@ -108,7 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("-o", "--output", help="artifact directory (default: out/)")
-    p.add_argument("--target", default="cpu", choices=["cpu"])
+    p.add_argument("--target", default="cpu", choices=TARGETS)
+    p.add_argument("--emit-source", metavar="DIR", help="also write the generated source (triton) into DIR")
     p.add_argument(
         "--input-shape",
         action="append",

@@ -8,7 +8,10 @@ if TYPE_CHECKING:
     from einc.frontend.onnx import ImportedModel
     from einc.runtime import CompiledModel
 
-_TARGETS: dict[str, str] = {"cpu": "einc.backends.llvm.target:compile_for_cpu"}
+_TARGETS: dict[str, str] = {
+    "cpu": "einc.backends.llvm.target:compile_for_cpu",
+    "triton": "einc.backends.triton.target:compile_for_triton",
+}
 
 
 def target_compiler(target: str) -> "Callable[[ImportedModel], CompiledModel]":

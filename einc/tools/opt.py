@@ -21,3 +21,9 @@ class EincOptMain(xDSLOptMain):
         super().register_all_passes()
         for name, loader in PASSES.items():
             self.register_pass(name, loader)
+
+    def register_all_targets(self) -> None:
+        super().register_all_targets()
+        from einc.backends.triton.target import print_source
+
+        self.available_targets["triton"] = print_source

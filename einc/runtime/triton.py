@@ -1,0 +1,205 @@
+"""Running a Triton artifact: one device arena, weights uploaded once, kernels in order.
+
+The artifact's `kernels.py` is plain Python (written by einc.backends.triton):
+its `launch(buffers)` runs every kernel on a dict of tensors by buffer name. This
+module builds that dict once per model: weights and constants are typed views
+into one device copy of `weights.bin`, temporaries typed views into one arena of
+`arena_bytes`; per run only the inputs and outputs change. Inputs that are
+already torch tensors on the device with the right dtype and layout are used as
+they are (no copy); numpy arrays are moved to the device (on the CPU, under
+`TRITON_INTERPRET=1`, `torch.from_numpy` shares their memory). Outputs come back
+as torch tensors if any input was one, else as numpy arrays.
+
+torch and triton are imported on first use, so an artifact can be compiled and
+saved on a machine that has neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from einc.diagnostics import EincError
+
+SOURCE = "kernels.py"
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.bin"
+
+INSTALL = "the triton target needs torch and triton: pip install torch triton"
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError as err:
+        raise EincError(f"{INSTALL} ({err.name} is missing)") from None
+    return torch
+
+
+def _torch_dtype(torch: Any, name: str) -> Any:
+    return {"bool": torch.bool}.get(name) or getattr(torch, name)
+
+
+def _device(torch: Any) -> str:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        import triton.language as tl
+
+        if type(tl.max).__name__ != "InterpretedFunction":
+            raise EincError("TRITON_INTERPRET=1 must be set before triton is first imported in this process")
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise EincError(
+            "the triton target runs on an NVIDIA GPU and torch sees none "
+            "(set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter)"
+        )
+    return "cuda"
+
+
+def _load_module(source: str) -> ModuleType:
+    """Import generated source from a file (Triton reads kernels' source through inspect)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    root = Path(os.environ.get("EINC_CACHE_DIR") or Path(tempfile.gettempdir()) / "einc-triton")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"kernels_{digest}.py"
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)
+    name = f"einc_triton_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class TritonModel:
+    """A model compiled for the triton target: `run(feeds) -> outputs`, `save(dir)`."""
+
+    def __init__(self, manifest: dict[str, Any], source: str, weights: bytes):
+        self.manifest = manifest
+        self.source = source
+        """The generated Python module: the kernels and their launcher."""
+        self.inputs: list[dict[str, Any]] = manifest["inputs"]
+        self.outputs: list[dict[str, Any]] = manifest["outputs"]
+        self._weights_bytes = weights
+        self._ready = False
+
+    def _setup(self) -> None:
+        torch = _import_torch()
+        self._torch = torch
+        self.device = _device(torch)
+        self._module = _load_module(self.source)
+        host = torch.frombuffer(bytearray(self._weights_bytes), dtype=torch.uint8) if self._weights_bytes else torch.zeros(1, dtype=torch.uint8)
+        self._weights = host.to(self.device)
+        self._arena = torch.empty(max(1, self.manifest["arena_bytes"]), dtype=torch.uint8, device=self.device)
+        self._buffers: dict[str, Any] = {}
+        self._slots: dict[tuple[str, str], str] = {}
+        for buf in self.manifest["buffers"]:
+            dtype = _torch_dtype(torch, buf["dtype"])
+            nbytes = max(1, buf["size"]) * torch.empty((), dtype=dtype).element_size()
+            if buf["role"] in ("weight", "constant"):
+                self._buffers[buf["name"]] = self._weights[buf["offset"] : buf["offset"] + nbytes].view(dtype)
+            elif buf["role"] == "temp":
+                self._buffers[buf["name"]] = self._arena[buf["offset"] : buf["offset"] + nbytes].view(dtype)
+            else:
+                self._slots[(buf["role"], buf["source"])] = buf["name"]
+        self._ready = True
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run one inference; outputs keyed by the model's output names."""
+        if not self._ready:
+            self._setup()
+        torch = self._torch
+        names = [i["name"] for i in self.inputs]
+        if set(feeds) != set(names):
+            raise EincError(
+                f"inputs do not match the model: missing {[n for n in names if n not in feeds]}, "
+                f"unexpected {[n for n in feeds if n not in names]}; the model takes {names}"
+            )
+        as_torch = any(isinstance(v, torch.Tensor) for v in feeds.values())
+        buffers = dict(self._buffers)
+        keep = []
+        for spec in self.inputs:
+            tensor = self._to_device(spec, feeds[spec["name"]])
+            keep.append(tensor)
+            slot = self._slots.get(("input", spec["name"]))
+            if slot is not None:
+                buffers[slot] = tensor
+        results: dict[str, Any] = {}
+        for spec in self.outputs:
+            out = torch.empty(spec["shape"], dtype=_torch_dtype(torch, spec["dtype"]), device=self.device)
+            results[spec["name"]] = out
+            buffers[self._slots[("output", spec["name"])]] = out
+        self._module.launch(buffers)
+        if as_torch:
+            return results
+        return {name: _to_numpy(torch, t) for name, t in results.items()}
+
+    def _to_device(self, spec: dict[str, Any], value: Any) -> Any:
+        torch = self._torch
+        dtype = _torch_dtype(torch, spec["dtype"])
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        else:
+            array = np.ascontiguousarray(value)
+            if array.dtype.name != spec["dtype"]:
+                raise EincError(f"input '{spec['name']}' has dtype {array.dtype}, the model expects {spec['dtype']}")
+            tensor = (torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+                      if spec["dtype"] == "bfloat16" else torch.from_numpy(array))
+        if tensor.dtype != dtype:
+            raise EincError(f"input '{spec['name']}' has dtype {tensor.dtype}, the model expects {spec['dtype']}")
+        if tuple(tensor.shape) != tuple(spec["shape"]):
+            raise EincError(
+                f"input '{spec['name']}' has shape {list(tensor.shape)}, the model was "
+                f"compiled for {list(spec['shape'])}"
+            )
+        return tensor.to(self.device).contiguous()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the artifact directory: manifest, the generated module, the weights."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / MANIFEST).write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+        (root / SOURCE).write_text(self.source)
+        (root / WEIGHTS).write_bytes(self._weights_bytes)
+
+    def emit_source(self, directory: str | os.PathLike[str], stem: str = "model") -> Path:
+        """Write the generated module where a person can read it; returns its path."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"{stem}.py"
+        path.write_text(self.source)
+        return path
+
+
+def _to_numpy(torch: Any, tensor: Any) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def load_triton(root: Path, manifest: dict[str, Any]) -> TritonModel:
+    """The model of a triton artifact directory (called by `einc.load`)."""
+    try:
+        source = (root / SOURCE).read_text()
+        weights = (root / WEIGHTS).read_bytes()
+    except FileNotFoundError as err:
+        raise EincError(f"not an einc artifact: {err.filename} is missing", file=str(root)) from None
+    return TritonModel(manifest, source, weights)
