@@ -688,6 +688,8 @@ def attention_kernel(
     bx = Axis(batch, "pid_b", None)
     names = space.names
     q_tile = Tile(buf, cse, ext, [bx, Axis([m_dim], "offs_m[:, None]", mask_m), Axis([e_dim], "offs_d[None, :]", mask_d)], dict(views))
+    for dim in batch:  # batch indices once, outside the key loop
+        q_tile.dim_value(dim)
     q = q_tile.load(q_in, att.qk.input_exprs[list(att.qk.inputs).index(q_in)], names[att.qk], raw=True, name="q")
     if not half:
         q = Value(cse(buf, f"{q.text}.to(tl.float32)"), "tl.float32")

@@ -125,19 +125,24 @@ class Program:
         self.output_names = _names(fn, "einc.outputs", len(ret.operands), "out")
         self.input_names = names
         self.wants: dict[SSAValue, list[str]] = {}
+        """Values whose kernel writes a model output directly: value -> output names."""
+        self.bound: set[str] = set()
+        """Outputs some kernel writes."""
         for value, name in zip(ret.operands, self.output_names):
+            # An output that is a reshape of a value is that value's bytes: let its kernel write it.
+            while isinstance(value.owner, ReshapeOp) and value.owner.source not in block.args:
+                value = value.owner.source
             self.wants.setdefault(value, []).append(name)
         for arg, name in zip(block.args, names):
             buf = self._buffer(f"in_{name}", "input", _dtype(arg), math.prod(_shape(arg)), name)
             self.views[arg] = View.contiguous(buf.name, _shape(arg), buf.dtype)
         for op in block.ops:
-            if not isinstance(op, func.ReturnOp):
+            if not isinstance(op, func.ReturnOp) and any(r.uses for r in op.results):
                 self.emit(op)
-        bound = {b.source for b in self.buffers.values() if b.role == "output"}
         for value, name in zip(ret.operands, self.output_names):
-            if name not in bound:
+            if name not in self.bound:
                 out = self._buffer(f"out_{name}", "output", _dtype(value), math.prod(_shape(value)), name)
-                bound.add(name)
+                self.bound.add(name)
                 dst = View.contiguous(out.name, _shape(value), out.dtype)
                 self._kernel(copy_kernel, value, self.views[value], dst, f"output {name} = copy of its value")
 
@@ -160,6 +165,7 @@ class Program:
         wanted = self.wants.get(result)
         if wanted:
             name = wanted.pop(0)
+            self.bound.add(name)
             buf = self._buffer(f"out_{name}", "output", dtype, math.prod(shape), name)
         else:
             buf = self._buffer(f"t_{result.name_hint or 'tmp'}", "temp", dtype, math.prod(shape), result.name_hint or "")
@@ -260,7 +266,7 @@ class Program:
             else:  # undo the allocation: the caller emits these einsums another way
                 self.wants = wants
                 for name in set(self.buffers) - before:
-                    del self.buffers[name]
+                    self.bound.discard(self.buffers.pop(name).source)
                 for _, result in results:
                     self.views.pop(result, None)
                 raise
