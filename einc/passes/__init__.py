@@ -13,6 +13,7 @@ from xdsl.passes import ModulePass
 _PASS_CLASSES: dict[str, str] = {
     "onnx-to-ein": "einc.passes.onnx_to_ein:OnnxToEin",
     "defer-division": "einc.passes.defer_division:DeferDivisionPass",
+    "memplan": "einc.passes.memplan:MemPlan",
     "lower-ein-to-loops": "einc.passes.lower_ein_to_loops:LowerEinToLoops",
     "convert-arith-to-llvm": "einc.passes.convert_arith_to_llvm:ConvertArithToLLVM",
     "convert-math-to-llvm": "einc.passes.convert_math_to_llvm:ConvertMathToLLVM",

@@ -3,9 +3,10 @@
 xDSL 0.74 has no such conversion. Argument types are final by now (pointers from
 convert-memref-to-ptr, i64 from convert-arith-to-llvm). A public function becomes
 external, a private one internal so LLVM may inline it away. A function marked
-`einc.noalias_args` gets `llvm.noalias` on every pointer argument: einc hands each
-argument its own buffer, and without that promise LLVM must assume stores to one
-buffer may change another and will not vectorise the loops that read them.
+`einc.noalias_args` gets `llvm.noalias` on its pointer arguments (all of them for
+a unit attribute, those listed for an array of indices): without that promise
+LLVM must assume stores to one buffer may change another and will not vectorise
+the loops that read them. Arena buffers that share bytes (memplan) go unlisted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects import func, llvm
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, UnitAttr
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, DictionaryAttr, ModuleOp, UnitAttr
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -27,18 +28,20 @@ from xdsl.pattern_rewriter import (
 from xdsl.utils.exceptions import PassFailedException
 
 NOALIAS_ARGS = "einc.noalias_args"
-"""Unit attribute on a func.func: its pointer arguments never alias one another."""
+"""On a func.func: its pointer arguments (unit) or those listed (array<i64>) alias no other."""
 
 
 def _arg_attrs(op: func.FuncOp) -> ArrayAttr[DictionaryAttr] | None:
-    noalias = NOALIAS_ARGS in op.attributes
+    marked = op.attributes.get(NOALIAS_ARGS)
     inputs = op.function_type.inputs.data
+    listed = set(marked.get_values()) if isinstance(marked, DenseArrayBase) else set()
+    noalias = [isinstance(marked, UnitAttr) or n in listed for n in range(len(inputs))]
     given = op.arg_attrs.data if op.arg_attrs else [DictionaryAttr({})] * len(inputs)
     attrs = [
         DictionaryAttr({**d.data, "llvm.noalias": UnitAttr()})
-        if noalias and isinstance(t, llvm.LLVMPointerType)
+        if alias_free and isinstance(t, llvm.LLVMPointerType)
         else d
-        for d, t in zip(given, inputs, strict=True)
+        for d, t, alias_free in zip(given, inputs, noalias, strict=True)
     ]
     return ArrayAttr(attrs) if any(d.data for d in attrs) else None
 

@@ -6,7 +6,9 @@ model's inputs, then its outputs, then weights and inline constants, then
 intermediates. The runtime owns all of them (intermediates live in its arena),
 so compiled code never allocates; the argument roles are recorded in the
 function attribute `einc.buffers`. Views (reshape) share their source's buffer:
-they only change how indices linearise.
+they only change how indices linearise. After `memplan`, each intermediate's
+entry carries its planned arena offset, an in-place output reuses its input's
+argument, and `einc.noalias_args` lists only the arguments that share no byte.
 
 Each einsum becomes one loop nest: without a reduce, a loop over the output
 indices that stores the map; with one, an initialising loop that writes the
@@ -34,6 +36,7 @@ from xdsl.dialects import arith, func, math, memref, scf
 from xdsl.dialects.builtin import (
     ArrayAttr,
     BFloat16Type,
+    DenseArrayBase,
     DictionaryAttr,
     Float16Type,
     Float32Type,
@@ -73,6 +76,8 @@ from einc.ir.ein import (
     inline_group,
 )
 from einc.ir.indexexpr import IndexExpr
+from einc.passes.memplan import INPLACE, MEMPLAN, OFFSET, spread_group_offsets, verify_annotations
+from einc.passes.memplan.liveness import nbytes
 
 OpBuilder = Callable[..., Operation]
 
@@ -430,7 +435,10 @@ class _FunctionLowering:
     roles: list[DictionaryAttr] = field(default_factory=list)
 
     def run(self) -> func.FuncOp:
+        if MEMPLAN in self.fn.attributes:
+            verify_annotations(self.fn)  # a plan gone stale would overlap live buffers
         for group in [op for op in self.fn.body.block.ops if isinstance(op, GroupOp)]:
+            spread_group_offsets(group)
             inline_group(group)
         _give_outputs_own_producers(self.fn)
         body = self.fn.body.block
@@ -466,10 +474,14 @@ class _FunctionLowering:
             elif isinstance(op, ConstantOp):
                 add(op.result, "constant", f"const{len(self.roles)}", {"value": op.value})
         outputs = set(ret.arguments)
+        arena: list[tuple[int, int, int]] = []  # (offset, bytes, argument) of planned temps
         for op in body.ops:
-            if type(op) in _PRODUCERS and op.results[0] not in outputs:
+            if type(op) in _PRODUCERS and op.results[0] not in outputs and INPLACE not in op.attributes:
                 result = op.results[0]
-                add(result, "temp", result.name_hint or f"t{len(self.roles)}")
+                planned = op.attributes.get(OFFSET)
+                if isinstance(planned, IntegerAttr):
+                    arena.append((planned.value.data, nbytes(result), len(sources)))
+                add(result, "temp", result.name_hint or f"t{len(self.roles)}", {"offset": planned} if planned is not None else None)
 
         block = Block(arg_types=[flat_type(v.type) for v in sources])  # type: ignore[arg-type]
         for arg, src in zip(block.args, sources):
@@ -486,6 +498,10 @@ class _FunctionLowering:
                 src = self.buffers[op.source]
                 self.buffers[op.result] = Buffer(src.ref, tuple(op.result.type.get_shape()), src.elem)  # type: ignore[attr-defined]
             elif type(op) in _PRODUCERS:
+                if isinstance(k := op.attributes.get(INPLACE), IntegerAttr) and op.results[0] not in outputs:
+                    # memplan proved this elementwise output may overwrite operand k
+                    src = self.buffers[op.operands[k.value.data]]
+                    self.buffers[op.results[0]] = Buffer(src.ref, tuple(op.results[0].type.get_shape()), src.elem)  # type: ignore[attr-defined]
                 _PRODUCERS[type(op)](self, emitter, op)
             elif not isinstance(op, (WeightOp, ConstantOp, func.ReturnOp)):
                 raise PassFailedException(f"lower-ein-to-loops cannot lower '{op.name}'")
@@ -493,7 +509,7 @@ class _FunctionLowering:
 
         new_fn = func.FuncOp(self.fn.sym_name.data, ([a.type for a in block.args], []), Region(block))
         new_fn.attributes["einc.buffers"] = ArrayAttr(self.roles)
-        new_fn.attributes["einc.noalias_args"] = UnitAttr()
+        new_fn.attributes["einc.noalias_args"] = _noalias_args(arena, len(sources))
         return new_fn
 
     # -- one method per producing op -------------------------------------------
@@ -671,6 +687,20 @@ _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operati
     IfOp: _FunctionLowering.lower_if,  # type: ignore[dict-item]
 }
 """Ops that write a new buffer, and the method that lowers each."""
+
+
+def _noalias_args(arena: list[tuple[int, int, int]], count: int) -> Attribute:
+    """The arguments LLVM may take as noalias: all but planned temps that share bytes with another."""
+    if not arena:
+        return UnitAttr()
+    shared: set[int] = set()
+    reach, reach_arg = -1, -1
+    for offset, size, arg in sorted(arena, key=lambda span: (span[0], -span[1])):
+        if offset < reach:
+            shared.update((arg, reach_arg))
+        if offset + size > reach:
+            reach, reach_arg = offset + size, arg
+    return DenseArrayBase.from_list(i64, [a for a in range(count) if a not in shared])
 
 
 def _names(fn: func.FuncOp, attr: str, default: str, count: int) -> list[str]:

@@ -18,8 +18,8 @@ CASCADE = "onnx-to-ein"
 REWRITES = "defer-division"
 """The rewrites einc applies to cascades to cut passes (what `einc explain` compares)."""
 
-CPU_LOOPS = f"{CASCADE},{REWRITES},lower-ein-to-loops"
-"""ONNX graph -> rewritten einsum cascades -> loop nests on flat buffers."""
+CPU_LOOPS = f"{CASCADE},{REWRITES},memplan,lower-ein-to-loops"
+"""ONNX graph -> rewritten einsum cascades -> arena plan -> loop nests on flat buffers."""
 
 CPU_LLVM = ",".join(
     [

@@ -4,7 +4,11 @@ An artifact is a directory with
   manifest.json  what the code expects: inputs, outputs, every buffer's role,
                  shape, dtype and offset (weights in weights.bin, intermediates
                  in the arena), the entry symbol and the target it was built for;
-  model.o        the compiled code as an object file, linked at load time;
+  model.o        the compiled code as an object file;
+  model.so       the same code linked as a shared library (where the compiling
+                 host had a linker): loading it needs only the C loader, so a
+                 process that runs a model never loads LLVM (it links model.o
+                 with llvmlite's MCJIT only where model.so is missing);
   weights.bin    every weight and constant, each 64-byte aligned.
 The compiled entry takes one argument, a table of buffer pointers in manifest
 order; the runtime fills the table once at load and per run only swaps the
@@ -22,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from einc.diagnostics import EincError
-from einc.runtime.jit import load_object
 
 ALIGNMENT = 64
 MANIFEST = "manifest.json"
 CODE = "model.o"
+LIBRARY = "model.so"
 WEIGHTS = "weights.bin"
 FORMAT = "einc-artifact/1"
 
@@ -38,17 +42,59 @@ def _aligned_empty(nbytes: int) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
+class SharedLibrary:
+    """A model's shared library, opened by the C loader from an anonymous in-memory file.
+
+    Each load gets a file of its own (the loader would hand back an earlier
+    library opened under the same name), closed again with the model.
+    """
+
+    def __init__(self, data: bytes):
+        if hasattr(os, "memfd_create"):
+            self._fd = os.memfd_create("einc-model")
+            os.write(self._fd, data)
+            path = f"/proc/self/fd/{self._fd}"
+        else:  # no memfd (not Linux): a temporary file of a unique name
+            import tempfile
+
+            self._fd, path = tempfile.mkstemp(suffix=".so")
+            os.write(self._fd, data)
+        self._path = path
+        self._lib = ctypes.CDLL(path)
+
+    def function(self, name: str, restype: type | None, *argtypes: type) -> Any:
+        return ctypes.CFUNCTYPE(restype, *argtypes)(ctypes.cast(getattr(self._lib, name), ctypes.c_void_p).value)
+
+    def __del__(self) -> None:
+        import _ctypes
+
+        _ctypes.dlclose(self._lib._handle)
+        os.close(self._fd)
+        if not self._path.startswith("/proc/"):
+            os.unlink(self._path)
+
+
 class CompiledModel:
     """A model compiled by einc, ready to run: `run(feeds) -> outputs`."""
 
-    def __init__(self, manifest: dict[str, Any], code: bytes, weights: bytes):
+    def __init__(self, manifest: dict[str, Any], code: bytes, weights: bytes, library: bytes | None = None):
         self.manifest = manifest
         self._code_bytes = code
+        self._library_bytes = library
         self._weights_bytes = weights
         self.inputs: list[dict[str, Any]] = manifest["inputs"]
         self.outputs: list[dict[str, Any]] = manifest["outputs"]
-        self._code = load_object(code)
+        if library is not None:
+            self._code: Any = SharedLibrary(library)
+        else:
+            from einc.runtime.jit import load_object  # LLVM, only where no library was linked
+
+            self._code = load_object(code)
         self._entry = self._code.function(manifest["entry"], None, ctypes.c_void_p)
+        try:  # code with a thread pool exports einc_release: its workers stop before the code goes
+            self._release = self._code.function("einc_release", None)
+        except (KeyError, AttributeError):
+            self._release = None
         self._weights = _aligned_empty(len(weights))
         self._weights[:] = np.frombuffer(weights, dtype=np.uint8)
         self._arena = _aligned_empty(max(1, manifest["arena_bytes"]))
@@ -63,6 +109,10 @@ class CompiledModel:
                 self._table[slot] = self._arena.ctypes.data + buf["offset"]
             else:
                 self._slots[(role, buf["name"])] = slot
+
+    def __del__(self) -> None:
+        if getattr(self, "_release", None) is not None:
+            self._release()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; outputs are keyed by the model's output names."""
@@ -111,6 +161,8 @@ class CompiledModel:
         root.mkdir(parents=True, exist_ok=True)
         (root / MANIFEST).write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
         (root / CODE).write_bytes(self._code_bytes)
+        if self._library_bytes is not None:
+            (root / LIBRARY).write_bytes(self._library_bytes)
         (root / WEIGHTS).write_bytes(self._weights_bytes)
 
 
@@ -121,6 +173,7 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
         manifest = json.loads((root / MANIFEST).read_text())
         code = (root / CODE).read_bytes()
         weights = (root / WEIGHTS).read_bytes()
+        library = (root / LIBRARY).read_bytes() if (root / LIBRARY).exists() else None
     except FileNotFoundError as err:
         raise EincError(f"not an einc artifact: {err.filename} is missing", file=str(root)) from None
     except (OSError, json.JSONDecodeError) as err:
@@ -130,4 +183,4 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
             f"artifact format '{manifest.get('format')}' is not {FORMAT}: recompile the model",
             file=str(root),
         )
-    return CompiledModel(manifest, code, weights)
+    return CompiledModel(manifest, code, weights, library)

@@ -17,6 +17,8 @@ def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
 
     The JIT's code model lets MCJIT place code, constants and libm anywhere in
     the address space, so a loaded object never hits a 32-bit relocation limit.
+    Code is position independent, so the same object also links into a shared
+    library that the runtime loads without LLVM.
     """
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
@@ -24,6 +26,7 @@ def host_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
         cpu=llvm.get_host_cpu_name(),
         features=llvm.get_host_cpu_features().flatten(),
         opt=opt_level,
+        reloc="pic",
         codemodel="jitdefault",
     )
 

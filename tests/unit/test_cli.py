@@ -44,7 +44,7 @@ def gemm_model(tmp_path: Path, rng) -> Path:
 def test_compile_then_run(gemm_model: Path, tmp_path: Path, rng):
     result = einc("compile", str(gemm_model), "-o", "art", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in (tmp_path / "art").iterdir()} == {"manifest.json", "model.o", "weights.bin"}
+    assert {p.name for p in (tmp_path / "art").iterdir()} == {"manifest.json", "model.o", "model.so", "weights.bin"}
     x = rng.standard_normal((4, 6)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     result = einc("run", "art", "--input", "x=x.npy", "--output-dir", "res", cwd=tmp_path)

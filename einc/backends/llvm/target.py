@@ -7,10 +7,16 @@ intermediate) can be read before the function is lowered to the llvm dialect.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import llvmlite.binding as llvm
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, i1
+from xdsl.ir import Attribute
 
 import einc
 from einc.backends.llvm.translate import compile_to_object
@@ -41,19 +47,57 @@ def buffer_table(module: ModuleOp) -> list[dict]:
                 "shape": [s.value.data for s in d["shape"]],  # type: ignore[attr-defined]
                 "dtype": np.dtype(d["dtype"].data).str,  # type: ignore[attr-defined]
                 "value": d.get("value"),
+                **({"offset": d["offset"].value.data} if "offset" in d else {}),  # type: ignore[attr-defined]
             }
         )
     return table
 
 
+def _nbytes(buf: dict) -> int:
+    return int(np.prod(buf["shape"], dtype=np.int64)) * np.dtype(buf["dtype"]).itemsize
+
+
+def memory_plan(module: ModuleOp) -> dict:
+    """What `memplan` recorded on @main (arena, lower bound, algorithm), for the manifest."""
+    main = next(op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main")
+    plan = main.attributes.get("einc.memplan")
+    if not isinstance(plan, DictionaryAttr):
+        return {}
+    return {k: _plain(v) for k, v in plan.data.items()}
+
+
+def _plain(attr: Attribute) -> object:
+    if isinstance(attr, IntegerAttr):
+        return bool(attr.value.data) if attr.type == i1 else attr.value.data
+    return attr.data  # type: ignore[attr-defined]
+
+
+def link_shared(code: bytes) -> bytes | None:
+    """Link the object into a shared library, so loading needs only the C loader, not LLVM.
+
+    Returns None where the host has no linker; the runtime then links the object
+    itself with llvmlite's MCJIT.
+    """
+    linker = shutil.which("ld")
+    if linker is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        obj, lib = Path(tmp) / "model.o", Path(tmp) / "model.so"
+        obj.write_bytes(code)
+        done = subprocess.run([linker, "-shared", "--hash-style=gnu", "-o", str(lib), str(obj), "-lm"], capture_output=True)
+        return lib.read_bytes() if done.returncode == 0 else None
+
+
 def pack(table: list[dict], weights: dict[str, np.ndarray]) -> tuple[list[dict], bytes, int]:
     """Lay out weights/constants in one blob and intermediates in one arena.
 
-    Intermediates get consecutive, aligned offsets: no reuse yet (the memory
-    planner of a later pass will overlap buffers whose lifetimes do not).
+    Intermediates keep the offsets `memplan` gave them (buffers whose lifetimes
+    do not meet share bytes); any without one (values made inside control flow,
+    or a pipeline without memplan) get consecutive offsets above those.
     """
     blob = bytearray()
-    arena = 0
+    planned = [b for b in table if b["role"] == "temp" and "offset" in b]
+    arena = max((_align(b["offset"] + max(_nbytes(b), np.dtype(b["dtype"]).itemsize)) for b in planned), default=0)
     out = []
     for buf in table:
         entry = {k: v for k, v in buf.items() if k != "value"}
@@ -67,6 +111,8 @@ def pack(table: list[dict], weights: dict[str, np.ndarray]) -> tuple[list[dict],
             blob.extend(b"\0" * (_align(len(blob)) - len(blob)))
             entry["offset"] = len(blob)
             blob.extend(data.tobytes())
+        elif buf["role"] == "temp" and "offset" in buf:
+            entry["offset"] = buf["offset"]
         elif buf["role"] == "temp":
             entry["offset"] = arena
             arena = _align(arena + max(nbytes, dtype.itemsize))
@@ -79,6 +125,7 @@ def compile_for_cpu(imported: ImportedModel) -> CompiledModel:
     module = imported.module
     module.attributes["einc.source"] = StringAttr(imported.source)
     Pipeline(CPU_LOOPS).apply(module)
+    plan = memory_plan(module)
     buffers, blob, arena = pack(buffer_table(module), imported.weights)
     Pipeline(CPU_LLVM).apply(module)
     code = compile_to_object(module)
@@ -93,5 +140,6 @@ def compile_for_cpu(imported: ImportedModel) -> CompiledModel:
         "outputs": [{"name": n, "shape": list(s), "dtype": np.dtype(d).str} for n, s, d in imported.outputs],
         "buffers": buffers,
         "arena_bytes": arena,
+        "memplan": plan,
     }
-    return CompiledModel(manifest, code, blob)
+    return CompiledModel(manifest, code, blob, link_shared(code))
