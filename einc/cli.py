@@ -89,6 +89,11 @@ def _safe(name: str) -> str:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    if args.memory:
+        from einc.tools.explain_memory import explain_memory
+
+        print(explain_memory(args.model, _input_shapes(args.input_shape), args.json, args.picture), end="")
+        return 0
     from einc.tools.explain import explain
 
     print(explain(args.model, _input_shapes(args.input_shape), as_json=args.json), end="")
@@ -135,6 +140,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--memory", action="store_true", help="the arena plan: size, lower bound, planner, picture")
+    p.add_argument("--picture", metavar="FILE.html", help="with --memory: where to write the plan (default MODEL.memory.html)")
     p.set_defaults(handler=_cmd_explain)
 
     sub.add_parser("opt", help="run passes over MLIR text (xdsl-opt with einc's dialects)", add_help=False)
