@@ -122,10 +122,15 @@ def _read_proto(path: Path) -> Any:
     return numpy_helper.to_array(tensor)
 
 
+def _as_array(value: Any) -> Any:
+    """Data sets mix numpy arrays and TensorProtos; ONNX's runner reads both as numpy."""
+    return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
+
+
 def _data_sets(case: Any) -> tuple[onnx.ModelProto, list[tuple[list[Any], list[Any]]]]:
     """The model and data sets of a loader case: in memory (onnx >= 1.23) or files."""
     if case.model is not None:
-        return case.model, [(list(i), list(o)) for i, o in case.data_sets]
+        return case.model, [([_as_array(a) for a in i], [_as_array(a) for a in o]) for i, o in case.data_sets]
     root = Path(case.model_dir)
     sets = []
     for folder in sorted(root.glob("test_data_set_*")):

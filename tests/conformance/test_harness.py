@@ -83,6 +83,17 @@ def test_cases_from_files_as_older_onnx_wheels_ship_them(tmp_path: Path):
     assert [[a.tolist() for a in part] for part in sets[0]] == [[x.tolist()], [(-x).tolist()]]
 
 
+def test_tensor_protos_in_data_sets_are_read_as_numpy():
+    from types import SimpleNamespace
+
+    from onnx import numpy_helper
+
+    x = np.arange(4, dtype=np.float64)
+    case = SimpleNamespace(model=object(), data_sets=[([numpy_helper.from_array(x)], [x])])
+    _, [(ins, outs)] = harness._data_sets(case)
+    assert isinstance(ins[0], np.ndarray) and ins[0].dtype == np.float64 and (ins[0] == x).all()
+
+
 def misbehave(job: str) -> Iterator[tuple[str, harness.Outcome]]:
     """A worker's job for the tests below: pass, hang, or crash the process."""
     if job == "hang":
