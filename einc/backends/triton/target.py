@@ -418,18 +418,42 @@ def _mul_combine(a, b):
 '''
 
 
+def _normalized(kernel: Kernel) -> str:
+    """A kernel's code with its name, parameter names and comments abstracted away."""
+    lines = [line for line in kernel.source.splitlines() if not line.lstrip().startswith("#")]
+    text = "\n".join(lines).replace(f"def {kernel.name}(", "def _(", 1)
+    for n, arg in enumerate(kernel.args):
+        text = re.sub(rf"\b{arg}\b", f"_a{n}", text)
+    return text
+
+
+def unique_kernels(program: Program) -> dict[str, str]:
+    """Each kernel's name -> the name of the first kernel with the same code.
+
+    A model repeats its layers; each distinct kernel is written, compiled and
+    autotuned once, and launched on each layer's buffers.
+    """
+    first: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for kernel in program.kernels:
+        names[kernel.name] = first.setdefault(_normalized(kernel), kernel.name)
+    return names
+
+
 def render(program: Program) -> str:
     """The generated module: header, kernels, and `launch`."""
     parts = [HEADER.format(source=program.source, version=einc.__version__)]
+    names = unique_kernels(program)
     for kernel in program.kernels:
-        parts.append("\n" + kernel.source)
+        if names[kernel.name] == kernel.name:
+            parts.append("\n" + kernel.source)
     lines = ["", "def launch(buffers):", '    """Run the kernels in order; `buffers` maps each buffer name to its tensor."""']
     used = list(dict.fromkeys(name for k in program.kernels for name in k.args))
     for name in used:
         lines.append(f'    {name} = buffers["{name}"]')
     for kernel in program.kernels:
         options = f", num_warps={kernel.warps}" if kernel.warps else ""
-        lines.append(f"    {kernel.name}[{kernel.grid}]({', '.join(kernel.args)}{options})")
+        lines.append(f"    {names[kernel.name]}[{kernel.grid}]({', '.join(kernel.args)}{options})")
     if not program.kernels:
         lines.append("    pass")
     parts.append("\n" + "\n".join(lines) + "\n")
@@ -525,7 +549,7 @@ def compile_for_triton(imported, group: str | None = None) -> "TritonModel":  # 
             if b.name in used or b.role in ("input", "output")
         ],
         "arena_bytes": arena,
-        "kernels": [k.name for k in program.kernels],
+        "kernels": list(dict.fromkeys(unique_kernels(program).values())),
     }
     return TritonModel(manifest, source, bytes(blob))
 
