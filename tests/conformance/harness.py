@@ -46,7 +46,7 @@ SUBSET_BASE, SUBSET_EXPANDED = 2, 1
 
 SUBSET_RULE = (
     f"per op type the first {SUBSET_BASE} plain cases and the first {SUBSET_EXPANDED} "
-    "`_expanded` one, by name"
+    "`_expanded` function-body variant(s), by name"
 )
 
 _EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
