@@ -311,9 +311,92 @@ def _infer_shapes(
     copy = _inference_copy(model, inputs)
     _fix_input_shapes(copy.graph.input[: len(inputs)], shapes)
     try:
-        return onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
+        for _ in range(_FOLD_ROUNDS):
+            if not _unknown_shapes(inferred.graph) or not _fold_known_values(copy, inferred):
+                break
+            inferred = onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
+        return inferred
     except InferenceError as err:
         raise _inference_error(str(err)) from None
+
+
+_FOLD_ROUNDS = 16
+_FOLD_LIMIT = 4096
+"""Shape computations are folded while their values have at most this many elements."""
+
+
+def _unknown_shapes(graph: GraphProto) -> bool:
+    types = _types(graph)
+    return any(
+        name and (name not in types or _dims(types[name]) is None or not all(isinstance(d, int) for d in _dims(types[name]) or []))
+        for node in graph.node
+        for name in node.output
+    )
+
+
+def _fold_known_values(copy: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
+    """Replace, in the inference copy, nodes whose outputs are computable now by Constants.
+
+    onnx's data propagation stops at Expand, Range, ConstantOfShape and friends
+    when their shape operands are computed; with concrete input shapes every such
+    computation is a constant. A node is folded when all its inputs are known
+    small values, or when it is Shape/Size of a fully shaped value. Each folded
+    value is computed by onnx's reference evaluator, so shape inference sees it
+    on the next round. Returns whether anything was folded.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    graph = copy.graph
+    known: dict[str, np.ndarray] = {
+        t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if _numel(t) <= _FOLD_LIMIT
+    }
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            known[node.output[0]] = _constant_array(node)
+    types = _types(inferred.graph)
+    nodes: list[NodeProto] = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Constant" or node.domain not in ("", "ai.onnx") or any(True for _ in _subgraphs(node)):
+            continue
+        inputs = [n for n in node.input if n]
+        if node.op_type in ("Shape", "Size") and inputs[0] in types:
+            dims = _dims(types[inputs[0]])
+            if dims is None or not all(isinstance(d, int) for d in dims):
+                continue
+            feeds = {inputs[0]: np.zeros(dims, dtype=np.float32)}
+        elif inputs and all(n in known for n in inputs):
+            feeds = {n: known[n] for n in inputs}
+        else:
+            continue
+        try:
+            one = onnx.helper.make_model(
+                onnx.helper.make_graph(
+                    [node],
+                    "fold",
+                    [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in feeds.items()],
+                    [onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output if o],
+                ),
+                opset_imports=copy.opset_import,
+                ir_version=copy.ir_version,
+            )
+            values = ReferenceEvaluator(one).run(None, feeds)
+        except Exception:  # noqa: BLE001 - a node the reference cannot run is left to einc
+            continue
+        arrays = [np.asarray(v) for v in values]
+        if any(a.size > _FOLD_LIMIT or a.dtype == object for a in arrays):
+            continue
+        outputs = [o for o in node.output if o]
+        nodes[-1:] = [
+            onnx.helper.make_node("Constant", [], [o], value=onnx.numpy_helper.from_array(a, o))
+            for o, a in zip(outputs, arrays)
+        ]
+        known.update(zip(outputs, arrays))
+    folded = len(nodes) != len(graph.node) or any(a is not b for a, b in zip(nodes, graph.node))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return folded
 
 
 _INFERENCE_ERROR = re.compile(
