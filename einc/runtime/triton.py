@@ -169,6 +169,38 @@ class TritonModel:
             )
         return tensor.to(self.device).contiguous()
 
+    def capture(self, feeds: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Record one run in a CUDA graph; returns `(replay, outputs)`.
+
+        `replay()` runs every kernel again on the same input tensors (write new
+        values into them in place) and refreshes `outputs`, with no Python per
+        kernel. A run first compiles and autotunes every kernel outside the graph.
+        """
+        torch = _import_torch()
+        if not all(isinstance(v, torch.Tensor) and v.is_cuda for v in feeds.values()):
+            raise EincError("capture needs the inputs as torch tensors on the GPU")
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.run(feeds)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.run(feeds)
+        return graph.replay, outputs
+
+    def tuned(self) -> dict[str, str]:
+        """The configuration the autotuner picked for each autotuned kernel (after a run)."""
+        if not self._ready:
+            return {}
+        picked = {}
+        for name in self.manifest["kernels"]:
+            best = getattr(getattr(self._module, name), "best_config", None)
+            if best is not None:
+                tiles = " ".join(f"{k}={v}" for k, v in best.kwargs.items())
+                picked[name] = f"{tiles} warps={best.num_warps} stages={best.num_stages}"
+        return picked
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the artifact directory: manifest, the generated module, the weights."""
         root = Path(path)
