@@ -66,7 +66,7 @@ class Result:
     """The first run: Triton compiles and autotunes every kernel."""
     notes: str = ""
     status: str = "ok"
-    """ok, MISMATCH or ERROR."""
+    """ok, MISMATCH, ERROR or SKIPPED (a model's optional package is missing)."""
 
 
 class Bench:
@@ -126,6 +126,8 @@ def case(b: Bench, result: Result, quiet: bool = False) -> Iterator[Result]:
     b.results.append(result)
     try:
         yield result
+    except ImportError as err:  # an optional package of a model (transformers)
+        result.status, result.notes = "SKIPPED", f"needs {err.name}: pip install {err.name}"
     except Exception as err:  # noqa: BLE001 - reported, the run goes on
         result.status = "ERROR"
         result.notes = f"{type(err).__name__}: {str(err)[:400]}"
