@@ -335,3 +335,11 @@ def test_gpu_benchmark_smoke(tmp_path):
         allowed = r["status"] in ("ok", "SKIPPED") or (r["status"] == "ERROR" and r["notes"].startswith("EincError"))
         assert allowed, r
     assert all(r["status"] == "ok" for r in results if r["group"] in ("matmul", "attention")), results
+
+
+def test_every_map_function_has_a_triton_form():
+    """A function added to the map language needs a row (a method) in TritonOps."""
+    from einc.backends.triton.emitter import has_triton_form
+    from einc.ir.mapexpr import FUNCTIONS
+
+    assert [f for f in FUNCTIONS if not has_triton_form(f)] == []

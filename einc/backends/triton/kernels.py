@@ -37,7 +37,6 @@ from xdsl.ir import Operation, SSAValue
 
 from einc.ir import mapexpr
 from einc.ir.ein import REDUCTIONS, EinsumOp, GatherOp, PadOp
-from einc.ir.indexexpr import IndexExpr
 from einc.backends.triton.emitter import (
     CSE,
     FLOATS,
@@ -623,14 +622,13 @@ def attention_kernel(
         raise NoMatch("the max is not over the keys")
     m_dim = qkc.m[-1]
     batch = [d for d in space.dims[att.qk.output] if d not in (m_dim, n_dim)]
-    pvc = classify(att.pv, space)
+    classify(att.pv, space)  # PV must be a contraction too
     p_val = att.exp.output if att.deferred else att.norm.output
     v_in = next(v for v in att.pv.inputs if v != p_val)
     f_dims = [d for d in space.dims[att.pv.output] if d not in space.dims[att.qk.output]]
     if len(f_dims) != 1 or any(v not in views for v in (q_in, k_in, v_in)):
         raise NoMatch("attention needs one value rank and Q, K, V from memory")
     f_dim = f_dims[0]
-    del pvc
     ext = space.extents
     M, N, D, DV = ext[m_dim], ext[n_dim], ext[e_dim], ext[f_dim]
     B = math.prod(ext[d] for d in batch)
@@ -695,7 +693,7 @@ def attention_kernel(
     if not half:
         q = Value(cse(buf, f"{q.text}.to(tl.float32)"), "tl.float32")
     buf.writelines([
-        f'm_i = tl.full((BLOCK_M,), -float("inf"), tl.float32)',
+        'm_i = tl.full((BLOCK_M,), -float("inf"), tl.float32)',
         "l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)",
         f"acc = tl.zeros((BLOCK_M, {block_dv}), dtype=tl.float32)",
     ])
@@ -847,7 +845,3 @@ def pad_kernel(name: str, op: PadOp, src: View, dst: View) -> Kernel:
         value = _load_view(tile, src, dims, index)
     tile.store(dst, dims, Value(value, ty))
     return Kernel(name, buf.getvalue(), _args([src, dst]), f"({grid},)")
-
-
-def reads(op: EinsumOp) -> Sequence[tuple[SSAValue, list[IndexExpr]]]:
-    return list(zip(op.inputs, op.input_exprs))

@@ -34,7 +34,6 @@ from einc.backends.triton.kernels import (
     NoMatch,
     attention_kernel,
     copy_kernel,
-    describe,
     dot_kernel,
     gather_kernel,
     is_dot,
@@ -244,8 +243,7 @@ class Program:
             if not has_triton_form(fn):
                 raise self._error(op, f"map function '{fn}' has no Triton form")
 
-    def _einsum_kernel(self, ops: Sequence[EinsumOp], results: Sequence[tuple[SSAValue, SSAValue]], kind: str | None,
-                       group: GroupOp | None = None) -> None:
+    def _einsum_kernel(self, ops: Sequence[EinsumOp], results: Sequence[tuple[SSAValue, SSAValue]], kind: str | None) -> None:
         """One kernel for `ops` (from the template for `kind`, or the generic one)."""
         inner = {op.output for op in ops}
         inputs = {v: self.views[v] for op in ops for v in op.inputs if v not in inner}
@@ -303,7 +301,7 @@ class Program:
         kind = group.kind.data
         if fusible and kind in GROUP_KERNELS and einsums and results:
             try:
-                self._einsum_kernel(einsums, results, kind, group)
+                self._einsum_kernel(einsums, results, kind)
                 self._group_passthrough(group, yielded, inner)
                 return
             except NoMatch:
@@ -313,9 +311,8 @@ class Program:
             if self.wants.get(result) and value not in self.views:
                 self.wants.setdefault(value, []).extend(self.wants.pop(result))
         for op in body:
-            if isinstance(op, (EinsumOp, ReshapeOp)) and op.results[0] in self.views:
-                continue
-            self.emit(op)
+            if not (op.results and op.results[0] in self.views):  # views made above stay
+                self.emit(op)
         for value, result in zip(yielded, group.outputs):
             self.views[result] = self.views[value]
 
