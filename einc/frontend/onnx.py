@@ -436,7 +436,8 @@ def _to_array(tensor: TensorProto) -> np.ndarray:
         array = numpy_helper.to_array(tensor)
     except (OSError, ValueError, ValidationError) as err:
         raise EincError(f"cannot read tensor '{tensor.name}': {err}") from None
-    return np.ascontiguousarray(array, dtype=dtype)
+    # ascontiguousarray makes 0-d arrays 1-d: keep the shape a scalar initializer has
+    return np.ascontiguousarray(array, dtype=dtype).reshape(array.shape)
 
 
 def _int_attr(a: AttributeProto) -> Attribute:
