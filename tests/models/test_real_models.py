@@ -37,57 +37,16 @@ RTOL = 1e-4
 ATOL_SCALE = 1e-5
 """atol = ATOL_SCALE * max |expected| per output."""
 
-
-def _unsupported(nodes: int, *ops: str) -> str:
-    """onnx-to-ein's error for nodes without a lowering, less its node list."""
-    plural = "s" if len(ops) > 1 else ""
-    return f"{nodes} unsupported nodes (op{plural} {', '.join(ops)} not supported by einc)"
-
-
-def _frontend(error: str, *ops: str) -> str:
-    """An import error that stops einc before onnx-to-ein, and the ops it would then miss."""
-    return f"{error}; behind it, no lowering yet for {', '.join(ops)}" if ops else error
-
-
-CNN_OPS = ("AveragePool", "BatchNormalization", "Conv", "MaxPool")
 NOT_YET: dict[str, str] = {
-    # model -> the head of the EincError einc gives today. When a model starts to
-    # pass, pytest reports XPASS(strict), a failure: delete its entry.
-    "light_bvlc_alexnet": _unsupported(10, "Conv", "LRN", "MaxPool"),
-    "light_densenet121": _unsupported(247, *CNN_OPS[:3], "GlobalAveragePool", "MaxPool"),
-    "light_inception_v1": _unsupported(73, "AveragePool", "Conv", "LRN", "MaxPool"),
-    "light_inception_v2": _unsupported(151, *CNN_OPS),
-    "light_resnet50": _unsupported(108, *CNN_OPS),
-    "light_shufflenet": _unsupported(103, *CNN_OPS),
-    "light_squeezenet": _unsupported(30, "Conv", "GlobalAveragePool", "MaxPool"),
-    "light_squeezenet_shipped": _unsupported(30, "Conv", "GlobalAveragePool", "MaxPool"),
-    "light_vgg19": _unsupported(21, "Conv", "MaxPool"),
-    "light_zfnet512": _unsupported(10, "Conv", "LRN", "MaxPool"),
-    "silero_vad": _frontend(
-        "node 'If_0' (If): shape inference could not determine the shape of value "
-        "'If_0_outputs_0': dims [?, 1]",
-        "Conv", "LSTM",
-    ),
-    "silero_vad_op18_ifless": _frontend(
-        "node 'node_cond__1' (If): shape inference could not determine the shape of value "
-        "'output': dims [batch, 1]",
-        "Conv",
-    ),
-    "ppocr_det": _unsupported(
-        87, "BatchNormalization", "Conv", "ConvTranspose", "GlobalAveragePool", "HardSigmoid"
-    ),
-    "ppocr_rec": _unsupported(
-        49, "AveragePool", "BatchNormalization", "Conv", "GlobalAveragePool", "HardSigmoid"
-    ),
-    "ppocr_cls": _frontend(
-        "input 'x' has dims [-1, 3, ?, ?]: dim 0 is fixed at -1 but the given shape "
-        "[1, 3, 48, 192] sets it to 1",
-        "BatchNormalization", "Conv", "GlobalAveragePool", "HardSigmoid", "MaxPool",
-    ),
-    "minilm": _unsupported(13, "LayerNormalization"),
-    "bert": _unsupported(5, "LayerNormalization"),
-    "gpt2": _unsupported(5, "LayerNormalization"),
-    "vit": _unsupported(6, "Conv", "LayerNormalization"),
+    # model -> the EincError einc gives today (all three stop in the importer; every
+    # op they use has a lowering). When a model starts to pass, pytest reports
+    # XPASS(strict), a failure: delete its entry.
+    "silero_vad": "node 'If_0' (If): shape inference could not determine the shape of value "
+    "'If_0_outputs_0': dims [?, 1]",
+    "silero_vad_op18_ifless": "node 'node_cond__1' (If): shape inference could not determine "
+    "the shape of value 'output': dims [batch, 1]",
+    "ppocr_cls": "input 'x' has dims [-1, 3, ?, ?]: dim 0 is fixed at -1 but the given shape "
+    "[1, 3, 48, 192] sets it to 1",
 }
 
 
