@@ -140,7 +140,7 @@ FUNCTIONS: dict[str, Function] = {
 }
 """Every function the map language knows. Binary operators are written infix.
 `round` rounds half to even (ONNX Round); `mod` takes the divisor's sign; `div`
-truncates on integers; `shl`/`shr` are logical shifts (ONNX BitShift, unsigned)."""
+truncates on integers; `shr` is numpy's right_shift (arithmetic on signed values)."""
 
 _INFIX = {f.infix: name for name, f in FUNCTIONS.items() if f.infix}
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}

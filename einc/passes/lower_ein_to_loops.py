@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from xdsl.context import Context
-from xdsl.dialects import arith, func, math, memref, scf
+from xdsl.dialects import arith, func, llvm, math, memref, scf
 from xdsl.dialects.builtin import (
     ArrayAttr,
     BFloat16Type,
@@ -86,6 +86,7 @@ FLOAT_FUNCTIONS: dict[str, OpBuilder] = {
     "sub": arith.SubfOp,
     "mul": arith.MulfOp,
     "div": arith.DivfOp,
+    "fmod": llvm.FRemOp,  # exact C fmod; arith has no remf in xDSL 0.74
     "max": arith.MaximumfOp,
     "min": arith.MinimumfOp,
     "pow": math.PowFOp,
@@ -122,7 +123,7 @@ INT_FUNCTIONS: dict[str, OpBuilder] = {
     "max": arith.MaxSIOp,
     "min": arith.MinSIOp,
     "shl": arith.ShLIOp,
-    "shr": arith.ShRUIOp,
+    "shr": arith.ShRSIOp,  # unsigned inputs compute zero-extended in a wider type, where it is logical
 }
 """Map-language functions on (signed) integers."""
 
@@ -135,7 +136,6 @@ EXPANSIONS: dict[str, str] = {
 """Functions with no single op, written in terms of others."""
 
 FLOAT_EXPANSIONS: dict[str, str] = {
-    "fmod": "$0 - $1 * select(lt($0 / $1, 0), ceil($0 / $1), floor($0 / $1))",
     "neg": "0 - $0",
 }
 INT_EXPANSIONS: dict[str, str] = {

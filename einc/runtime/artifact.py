@@ -43,35 +43,30 @@ def _aligned_empty(nbytes: int) -> np.ndarray:
 
 
 class SharedLibrary:
-    """A model's shared library, opened by the C loader from an anonymous in-memory file.
+    """A model's shared library, opened by the C loader from a file of its own.
 
-    Each load gets a file of its own (the loader would hand back an earlier
-    library opened under the same name), closed again with the model.
+    The loader hands back an already-open library for a name it has seen, so
+    every load writes the bytes under a name new to this process, opens it and
+    removes the file at once. Libraries stay mapped until the process exits:
+    closing one from a garbage collector can deadlock inside the C loader.
     """
 
-    def __init__(self, data: bytes):
-        if hasattr(os, "memfd_create"):
-            self._fd = os.memfd_create("einc-model")
-            os.write(self._fd, data)
-            path = f"/proc/self/fd/{self._fd}"
-        else:  # no memfd (not Linux): a temporary file of a unique name
-            import tempfile
+    _loaded = 0
 
-            self._fd, path = tempfile.mkstemp(suffix=".so")
-            os.write(self._fd, data)
-        self._path = path
-        self._lib = ctypes.CDLL(path)
+    def __init__(self, data: bytes):
+        import tempfile
+
+        SharedLibrary._loaded += 1
+        fd, path = tempfile.mkstemp(prefix=f"einc-{os.getpid()}-{SharedLibrary._loaded}-", suffix=".so")
+        try:
+            os.write(fd, data)
+            os.close(fd)
+            self._lib = ctypes.CDLL(path)
+        finally:
+            os.unlink(path)
 
     def function(self, name: str, restype: type | None, *argtypes: type) -> Any:
         return ctypes.CFUNCTYPE(restype, *argtypes)(ctypes.cast(getattr(self._lib, name), ctypes.c_void_p).value)
-
-    def __del__(self) -> None:
-        import _ctypes
-
-        _ctypes.dlclose(self._lib._handle)
-        os.close(self._fd)
-        if not self._path.startswith("/proc/"):
-            os.unlink(self._path)
 
 
 class CompiledModel:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from xdsl.dialects.builtin import Float64Type, IntegerType, TensorType
+from xdsl.dialects.builtin import Float64Type, IntegerType, Signedness, TensorType
 from xdsl.ir import SSAValue
 
 from einc.ir import mapexpr
@@ -139,10 +139,9 @@ def lower_clip(b: CascadeBuilder, node: Node) -> list[SSAValue]:
 
 
 def lower_mod(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """Mod: fmod=0 takes the divisor's sign (integers only), fmod=1 the dividend's."""
+    """Mod: fmod=0 takes the divisor's sign (floats too, as opset 28 defines), fmod=1
+    the dividend's."""
     fmod = node.int_attr("fmod", 0)
-    if not fmod and not isinstance(node.result_types[0].get_element_type(), IntegerType):
-        raise Unsupported("fmod=0 on floating point inputs (ONNX requires fmod=1 for floats)")
     return [b.elementwise(_present(node), "fmod($0, $1)" if fmod else "mod($0, $1)", node.result_types[0])]
 
 
@@ -154,11 +153,27 @@ def lower_isinf(b: CascadeBuilder, node: Node) -> list[SSAValue]:
 
 
 def lower_bitshift(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """BitShift as opset 28 defines it: a right shift of a signed type is arithmetic;
+    a shift by a negative amount or by the width or more gives the sign fill
+    (-1 for a right shift of a negative value, else 0)."""
     direction = node.string_attr("direction", "")
-    fn = {"LEFT": "shl", "RIGHT": "shr"}.get(direction)
-    if fn is None:
+    if direction not in ("LEFT", "RIGHT"):
         raise Unsupported(f"direction '{direction}' (expected LEFT or RIGHT)")
-    return [b.elementwise(_present(node), f"{fn}($0, $1)", node.result_types[0])]
+    elem = node.result_types[0].get_element_type()
+    assert isinstance(elem, IntegerType)
+    bits, unsigned = elem.width.data, elem.signedness.data == Signedness.UNSIGNED
+    if direction == "LEFT":
+        shifted, fill = "shl($0, $1)", "0"
+    elif not unsigned:
+        shifted, fill = "shr($0, $1)", "select(lt($0, 0), -1, 0)"
+    elif bits < 64:
+        shifted, fill = "shr($0, $1)", "0"  # computed zero-extended in a wider type: logical
+    else:
+        # uint64 computes in i64, where values from 2^63 are negative: undo the sign fill
+        logical = "select(eq($1, 0), $0, shr($0, $1) + shl(1, 64 - $1))"
+        shifted, fill = f"select(lt($0, 0), {logical}, shr($0, $1))", "0"
+    expr = f"select(or(lt($1, 0), ge($1, {bits})), {fill}, {shifted})"
+    return [b.elementwise(_present(node), expr, node.result_types[0])]
 
 
 def parse_einsum(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list[list[str]], list[str]]:

@@ -4,10 +4,11 @@ All logic stays in einsum maps (no special ops), so quantised element types can
 later replace the explicit maps. Quantise is `saturate(round(x / scale) + zp)`
 with round half to even; dequantise is `(x - zp) * scale`. Integer inputs are
 subtracted from zero points widened to int32 or float (folded when constant),
-so a map's common type is wide and zero-point differences never wrap in 8 bits; MatMulInteger and
-ConvInteger then accumulate `(a - a_zp) * (b - b_zp)` in int32, and the QLinear
-ops requantise that sum with one more map. Per-tensor parameters are scalars
-(index `[]`), per-axis ones 1-D tensors indexed by the axis' variable.
+so a map's common type is wide and zero-point differences never wrap in 8
+bits. MatMulInteger and ConvInteger accumulate `(a - a_zp) * (b - b_zp)` in
+int32; the QLinear ops requantise that sum with one more map. Per-tensor
+parameters are single values, per-axis ones 1-D tensors indexed by the axis'
+variable.
 """
 
 from __future__ import annotations
@@ -47,14 +48,18 @@ def param_indices(param: SSAValue, out_vars: list[str], axis: int | None) -> lis
         return ["0"] * len(shape)
     if len(shape) == 1 and axis is not None:
         return [out_vars[axis]]
+    if len(shape) == 1:
+        raise Unsupported(f"per-axis parameters of shape {list(shape)} need an axis in range")
     raise Unsupported(f"quantisation parameters of shape {list(shape)} (blocked quantisation)")
 
 
-def _quant_params(node: Node, x: SSAValue) -> tuple[list[str], int]:
+def _quant_params(node: Node, x: SSAValue) -> tuple[list[str], int | None]:
+    """The index variables of x, and the axis of per-axis parameters (None where the
+    axis is out of range for x, which only per-tensor parameters allow)."""
     if node.int_attr("block_size", 0):
         raise Unsupported("blocked quantisation (block_size > 0)")
-    rank = len(shape_of(x))
-    return axis_vars(rank), normalize_axis(node.int_attr("axis", 1), rank) if rank else 0
+    rank, axis = len(shape_of(x)), node.int_attr("axis", 1)
+    return axis_vars(rank), normalize_axis(axis, rank) if -rank <= axis < rank else None
 
 
 def lower_quantize_linear(b: CascadeBuilder, node: Node) -> list[SSAValue]:

@@ -1,0 +1,158 @@
+"""Memory benchmark: arena plans against their lower bound, and the runtime's footprint against onnxruntime.
+
+    .venv/bin/python benchmarks/memory.py [--repeat 5]
+
+Part 1 plans each model (the examples, and the models of tests/unit/test_memplan.py)
+and prints arena, lower bound, their ratio, the winning planner and whether the
+exact search beat every greedy planner; then it counts, over random instances,
+how often the exact search improves on the best greedy plan.
+
+Part 2 compiles each example model into an artifact, then starts fresh Python
+processes that (a) load it with `einc.load` and run it once, (b) do the same with
+onnxruntime; each child reports its start-up time (interpreter start to model
+ready, imports included) and its peak resident set (ru_maxrss). Medians of
+`--repeat` processes each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+
+CHILD = {
+    "einc": "import einc\nm = einc.load({path!r})\nrun = lambda: m.run(feeds)\n",
+    "onnxruntime": (
+        "import onnxruntime as ort\n"
+        "s = ort.InferenceSession({path!r}, providers=['CPUExecutionProvider'])\n"
+        "run = lambda: s.run(None, feeds)\n"
+    ),
+}
+PROBE = """
+import time, resource
+t0 = time.perf_counter()
+import numpy as np
+feeds = {{'x': np.ones({shape}, np.float32)}}
+{body}
+ready = time.perf_counter() - t0
+run()
+import json
+print(json.dumps({{"startup_s": ready + {before}, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def _interpreter_start() -> float:
+    """Seconds a bare `python -c pass` takes: added to each child's own clock."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - t
+
+
+def footprint(models: dict[str, onnx.ModelProto], repeat: int) -> list[dict]:
+    import einc
+
+    base = _interpreter_start()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            onnx_path = Path(tmp) / f"{name}.onnx"
+            onnx.save(model, onnx_path)
+            art = Path(tmp) / name
+            einc.compile(model).save(art)
+            shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+            row: dict = {"model": name}
+            for runtime, body in CHILD.items():
+                path = str(art if runtime == "einc" else onnx_path)
+                code = PROBE.format(shape=shape, body=body.format(path=path), before=base)
+                samples = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) for _ in range(repeat)]
+                row[runtime] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+            rows.append(row)
+    return rows
+
+
+def arena_table() -> list[dict]:
+    from tests.unit.test_memplan import MODELS, _planned
+
+    rows = []
+    for name, make in MODELS.items():
+        start = time.perf_counter()
+        memory = _planned(make())
+        elapsed = time.perf_counter() - start
+        exact = memory.result.results.get("exact")
+        rows.append(
+            {
+                "model": name,
+                "buffers": len(memory.liveness.buffers),
+                "in_place": len(memory.liveness.inplace),
+                "no_reuse": sum(b.size for b in memory.liveness.buffers),
+                "arena": memory.arena,
+                "lower_bound": memory.lower_bound,
+                "greedy_by_size": memory.result.results["greedy-by-size"].arena,
+                "algorithm": memory.result.best.algorithm,
+                "schedule": memory.schedule,
+                "exact": "not run (greedy met the bound)" if exact is None else ("improved" if exact.algorithm == "exact" else ("proved greedy optimal" if exact.optimal else "no gain within budget")),
+                "seconds": elapsed,
+            }
+        )
+    return rows
+
+
+def exact_statistics(count: int = 500, seed: int = 0) -> dict:
+    """Random instances (10-30 buffers, short overlapping lives): how often exact beats the best greedy plan."""
+    from einc.passes.memplan.algorithms import ALIGNMENT, Buffer, plan
+
+    rng = random.Random(seed)
+    stats = {"instances": count, "greedy_above_bound": 0, "exact_improved": 0, "proved_optimal": 0}
+    for _ in range(count):
+        n = rng.randrange(10, 31)
+        buffers = []
+        for i in range(n):
+            start = rng.randrange(n)
+            buffers.append(Buffer(f"b{i}", ALIGNMENT * rng.randrange(1, 20), start, start + rng.randrange(4)))
+        result = plan(buffers)
+        greedy_best = min(p.arena for k, p in result.results.items() if k != "exact")
+        stats["greedy_above_bound"] += greedy_best > result.lower_bound
+        stats["exact_improved"] += result.best.arena < greedy_best
+        stats["proved_optimal"] += result.best.optimal
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    from make_models import make_attention, make_mlp
+
+    print("| model | buffers (in place) | no reuse | arena | lower bound | arena / bound | greedy-by-size | winner | exact search | planning |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in arena_table():
+        print(
+            f"| {r['model']} | {r['buffers']} ({r['in_place']}) | {r['no_reuse']} | {r['arena']} | {r['lower_bound']} | "
+            f"{r['arena'] / max(1, r['lower_bound']):.3f} | {r['greedy_by_size']} | {r['algorithm']}, {r['schedule']} | {r['exact']} | {r['seconds']:.2f} s |"
+        )
+    print()
+    print("exact search on random instances:", json.dumps(exact_statistics()))
+    print()
+    print("| model | einc start-up | onnxruntime start-up | einc peak RSS | onnxruntime peak RSS | einc / onnxruntime RSS |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in footprint({"mlp": make_mlp(), "attention": make_attention()}, args.repeat):
+        e, o = r["einc"], r["onnxruntime"]
+        print(
+            f"| {r['model']} | {e['startup_s'] * 1e3:.0f} ms | {o['startup_s'] * 1e3:.0f} ms | "
+            f"{e['peak_rss_kib'] / 1024:.1f} MiB | {o['peak_rss_kib'] / 1024:.1f} MiB | {e['peak_rss_kib'] / o['peak_rss_kib']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
