@@ -10,7 +10,8 @@ how often the exact search improves on the best greedy plan.
 Part 2 compiles each example model into an artifact, then starts fresh Python
 processes that (a) load it with `einc.load` and run it once, (b) do the same with
 onnxruntime; each child reports its start-up time (interpreter start to model
-ready, imports included) and its peak resident set (ru_maxrss). Medians of
+ready, imports included) and its peak resident set (VmHWM of /proc/self/status:
+ru_maxrss would carry over the parent's peak across fork and exec). Medians of
 `--repeat` processes each.
 """
 
@@ -40,7 +41,7 @@ CHILD = {
     ),
 }
 PROBE = """
-import time, resource
+import time
 t0 = time.perf_counter()
 import numpy as np
 feeds = {{'x': np.ones({shape}, np.float32)}}
@@ -48,7 +49,8 @@ feeds = {{'x': np.ones({shape}, np.float32)}}
 ready = time.perf_counter() - t0
 run()
 import json
-print(json.dumps({{"startup_s": ready + {before}, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+print(json.dumps({{"startup_s": ready + {before}, "peak_rss_kib": hwm}}))
 """
 
 
@@ -134,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     from make_models import make_attention, make_mlp
 
-    print("| model | buffers (in place) | no reuse | arena | lower bound | arena / bound | greedy-by-size | winner | exact search | planning |")
+    print("| model | buffers (outputs in place) | no reuse | arena | lower bound | arena / bound | greedy-by-size | winner | exact search | planning |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in arena_table():
         print(
