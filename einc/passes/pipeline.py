@@ -23,6 +23,7 @@ CPU_LOOPS = f"{CASCADE},{REWRITES},memplan,lower-ein-to-loops"
 
 CPU_LLVM = ",".join(
     [
+        "outline-loop-nests",
         "convert-memref-to-ptr{lower_func=true}",
         "convert-ptr-type-offsets",
         "convert-ptr-to-llvm",
