@@ -287,24 +287,68 @@ def substitute(expr: Expr, inputs: Sequence[Expr]) -> Expr:
 def evaluate(expr: Expr, inputs: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """The numpy meaning of an expression, converted to `dtype` at the end.
 
-    Intermediates keep numpy's types (comparisons give bools); literals are
-    Python scalars, which numpy lets take the type of the array beside them.
+    Typing follows the backends exactly (see `common_dtype`): each call computes
+    in the common type of its operands, literals take that type, comparisons
+    give bools. `dtype` is the hint for literals with no typed sibling.
     """
-    return np.asarray(_evaluate(expr, inputs)).astype(dtype)
+    hint = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        return np.asarray(_evaluate(expr, inputs, hint)).astype(dtype)
 
 
-def _evaluate(expr: Expr, inputs: Sequence[np.ndarray]) -> np.ndarray | float | int:
+def common_dtype(dtypes: Sequence[np.dtype], fractional: bool, hint: np.dtype, keep_bool: bool = False) -> np.dtype:
+    """The type a call's operands are computed in, numpy-style promotion made explicit.
+
+    Any float operand makes it the widest float; a fractional literal among
+    integers makes it the hint if that is a float, else float32; otherwise the
+    widest integer, bools counting as integers unless `keep_bool` (select,
+    comparisons of bools). With no typed operand: the hint.
+    """
+    floats = [d for d in dtypes if d.kind == "f"]
+    if floats:
+        return max(floats, key=lambda d: d.itemsize)
+    if fractional:
+        return hint if hint.kind == "f" else np.dtype(np.float32)
+    if not dtypes:
+        return hint if hint.kind != "b" or keep_bool else np.dtype(np.float32)
+    if keep_bool and all(d.kind == "b" for d in dtypes):
+        return np.dtype(bool)
+    ints = [d for d in dtypes if d.kind in "iu"]
+    if not ints:
+        return hint if hint.kind in "iu" else np.dtype(np.int64)
+    return max(ints, key=lambda d: d.itemsize)
+
+
+def _operands(args: Sequence[Expr], inputs: Sequence[np.ndarray], hint: np.dtype, keep_bool: bool = False) -> list[np.ndarray]:
+    values = [None if isinstance(a, Const) else np.asarray(_evaluate(a, inputs, hint)) for a in args]
+    fractional = any(isinstance(a, Const) and not float(a.value).is_integer() for a in args)
+    ty = common_dtype([v.dtype for v in values if v is not None], fractional, hint, keep_bool)
+    return [
+        v.astype(ty) if v is not None else np.asarray(a.value).astype(ty)  # type: ignore[union-attr]
+        for v, a in zip(values, args)
+    ]
+
+
+def _evaluate(expr: Expr, inputs: Sequence[np.ndarray], hint: np.dtype) -> np.ndarray:
     match expr:
         case Input(index):
             return np.asarray(inputs[index])
         case Const(value):
-            return int(value) if value.is_integer() else value
+            return np.asarray(value).astype(hint)
         case Call(fn, args):
-            values = [_evaluate(a, inputs) for a in args]
-            if FUNCTIONS[fn].kind in ("logical", "select"):
-                values[0] = np.asarray(values[0]).astype(bool)
-                if FUNCTIONS[fn].kind == "logical":
-                    values = [np.asarray(v).astype(bool) for v in values]
-            with np.errstate(all="ignore"):
+            kind = FUNCTIONS[fn].kind
+            boolean = np.dtype(bool)
+            if kind == "select":
+                cond = np.asarray(_evaluate(args[0], inputs, boolean)).astype(bool)
+                a, b = _operands(args[1:], inputs, hint, keep_bool=True)
+                return np.where(cond, a, b)
+            if kind == "logical":
+                values = [np.asarray(_evaluate(a, inputs, boolean)).astype(bool) for a in args]
                 return FUNCTIONS[fn].numpy(*values)
+            operand_hint = hint if hint.kind != "b" else np.dtype(np.float32)
+            values = _operands(args, inputs, operand_hint, keep_bool=kind == "compare")
+            result = np.asarray(FUNCTIONS[fn].numpy(*values))
+            if kind == "arith" and result.dtype != values[0].dtype and values[0].dtype.kind in "iuf":
+                result = result.astype(values[0].dtype)
+            return result
     raise AssertionError(expr)

@@ -60,7 +60,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from einc.ir import mapexpr
-from einc.ir.dtypes import type_to_numpy
+from einc.ir.dtypes import numpy_to_type, type_to_numpy
 from einc.ir.ein import (
     REDUCTIONS,
     ConcatOp,
@@ -196,25 +196,19 @@ def _is_int(ty: Attribute) -> bool:
     return isinstance(ty, (IntegerType, IndexType))
 
 
-def _common(types: Sequence[Attribute], fractional: bool, hint: Attribute) -> Attribute:
-    """The type a mix of operands is computed in, following numpy's promotion.
+def _common(types: Sequence[Attribute], fractional: bool, hint: Attribute, keep_bool: bool = False) -> Attribute:
+    """The type a call's operands are computed in: mapexpr.common_dtype on xDSL types."""
+    chosen = mapexpr.common_dtype(
+        [type_to_numpy(_storage_free(t)) for t in types], fractional, type_to_numpy(hint), keep_bool
+    )
+    for t in [*types, hint]:
+        if type_to_numpy(_storage_free(t)) == chosen:
+            return t if not isinstance(t, IndexType) else i64
+    return numpy_to_type(chosen)
 
-    Any float operand (or a fractional literal) makes it a float: the widest
-    float operand, else the hint if it is a float, else f32. Otherwise the
-    widest integer; bools in arithmetic count as integers of the hint's width.
-    """
-    def width(t: Attribute) -> int:
-        return t.bitwidth if not _is_int(t) else (64 if isinstance(t, IndexType) else t.width.data)  # type: ignore[attr-defined, union-attr]
 
-    floats = [t for t in types if not _is_int(t)]
-    if floats:
-        return max(floats, key=width)
-    if fractional:
-        return hint if not _is_int(hint) else Float32Type()
-    ints = [t for t in types if t != i1]
-    if not ints:
-        return hint if _is_int(hint) and hint != i1 else i64
-    return max(ints, key=width)
+def _storage_free(t: Attribute) -> Attribute:
+    return i64 if isinstance(t, IndexType) else t
 
 
 @dataclass
@@ -356,10 +350,7 @@ class _Emitter:
         ]
         typed = [v.type for v in values if v is not None]
         fractional = any(isinstance(a, mapexpr.Const) and not float(a.value).is_integer() for a in args)
-        if keep_bool and typed and all(t == i1 for t in typed) and not fractional:
-            ty: Attribute = i1
-        else:
-            ty = _common(typed, fractional, hint)
+        ty = _common(typed, fractional, hint, keep_bool)
         return [
             self.convert(v, ty) if v is not None else self.scalar(a.value, ty)  # type: ignore[union-attr]
             for v, a in zip(values, args)
