@@ -206,15 +206,18 @@ def _dims(t: TypeProto) -> list[int | str] | None:
     if not t.tensor_type.HasField("shape"):
         return None
     return [
-        d.dim_value if d.HasField("dim_value") else _UNKNOWN_DIM.sub("?", d.dim_param or "?")
+        d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else _UNKNOWN_DIM.sub("?", d.dim_param or "?")
         for d in t.tensor_type.shape.dim
     ]
 
 
 def _fix_input_shapes(
     inputs: Sequence[onnx.ValueInfoProto], shapes: Mapping[str, Sequence[int]]
-) -> None:
-    """Write the caller's shapes into the (copied) graph inputs; refuse any mismatch."""
+) -> dict[str, int]:
+    """Write the caller's shapes into the (copied) graph inputs; refuse any mismatch.
+
+    Returns the values this gives to named (symbolic) dims, for `_bind_symbols`.
+    """
     by_name = {i.name: i for i in inputs}
     for name in shapes:
         if name not in by_name:
@@ -223,6 +226,7 @@ def _fix_input_shapes(
                 f"(its inputs: {', '.join(by_name) or 'none'})"
             )
     unknown = []
+    symbols: dict[str, int] = {}
     for value in inputs:
         if value.type.WhichOneof("value") != "tensor_type":
             raise EincError(f"input '{value.name}' is not a tensor: only tensors are supported")
@@ -237,6 +241,8 @@ def _fix_input_shapes(
                     f"but the given shape {_show(given)} has rank {len(given)}"
                 )
             for n, (have, want) in enumerate(zip(dims or given, given)):
+                if isinstance(have, str) and have != "?":
+                    symbols[have] = want
                 if isinstance(have, int) and have != want:
                     raise EincError(
                         f"input '{value.name}' has dims {_show(dims)}: dim {n} is fixed at "
@@ -250,6 +256,27 @@ def _fix_input_shapes(
             unknown.append((value.name, dims))
     if unknown:
         raise EincError("\n".join(_ask_for_shape(name, dims) for name, dims in unknown))
+    return symbols
+
+
+def _bind_symbols(graph: GraphProto, symbols: Mapping[str, int]) -> None:
+    """Give every dim named like a bound input dim its value, subgraphs included.
+
+    ONNX dim names are shared: `batch` in an If branch's declared output is the
+    `batch` of the input the caller gave a shape to; shape inference does not
+    carry that into subgraphs by itself.
+    """
+    if not symbols:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.HasField("tensor_type"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param") and dim.dim_param in symbols:
+                    dim.dim_value = symbols[dim.dim_param]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") or attr.graphs else []:
+                _bind_symbols(sub, symbols)
 
 
 def _ask_for_shape(name: str, dims: list[int | str] | None) -> str:
@@ -309,16 +336,133 @@ def _infer_shapes(
     shapes: Mapping[str, Sequence[int]],
 ) -> onnx.ModelProto:
     copy = _inference_copy(model, inputs)
-    _fix_input_shapes(copy.graph.input[: len(inputs)], shapes)
+    _bind_symbols(copy.graph, _fix_input_shapes(copy.graph.input[: len(inputs)], shapes))
+    _forget_negative_dims(copy.graph)
     try:
-        inferred = onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
-        for _ in range(_FOLD_ROUNDS):
-            if not _unknown_shapes(inferred.graph) or not _fold_known_values(copy, inferred):
-                break
-            inferred = onnx.shape_inference.infer_shapes(copy, strict_mode=True, data_prop=True)
-        return inferred
+        return _infer_and_fold(copy)
     except InferenceError as err:
         raise _inference_error(str(err)) from None
+
+
+def _infer_and_fold(copy: onnx.ModelProto, strict: bool = True) -> onnx.ModelProto:
+    """onnx shape inference, helped where it stops: fold known values, infer If branches.
+
+    While folding, inference runs leniently: an If whose condition becomes known
+    may have an untaken branch that is invalid for these shapes (exporters trace
+    both sides of a shape test). The last round is strict, on the folded model,
+    unless `strict` is off (for If branches, checked again inside the model).
+    """
+    def infer(strict: bool) -> onnx.ModelProto:
+        return onnx.shape_inference.infer_shapes(copy, strict_mode=strict, data_prop=True)
+
+    try:
+        inferred = infer(strict=True)
+        if not _unknown_shapes(inferred.graph):
+            return inferred
+    except InferenceError:
+        inferred = infer(strict=False)
+    for _ in range(_FOLD_ROUNDS):
+        changed = _fold_known_values(copy, inferred)
+        changed |= _infer_branches(copy, inferred)
+        if not changed:
+            break
+        inferred = infer(strict=False)
+        if not _unknown_shapes(inferred.graph):
+            break
+    return infer(strict=strict)
+
+
+def _forget_negative_dims(graph: GraphProto) -> None:
+    """Exporters write -1 for "any size"; shape inference takes it as a size that conflicts."""
+    for value in [*graph.output, *graph.value_info]:
+        if value.type.HasField("tensor_type"):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_value") and dim.dim_value < 0:
+                    dim.ClearField("dim_value")
+
+
+def _inline_if(node: NodeProto, condition: bool) -> list[NodeProto]:
+    """The nodes of the branch an If takes, its results renamed to the If's outputs."""
+    branch = next(a.g for a in node.attribute if a.name == ("then_branch" if condition else "else_branch"))
+    constants = [
+        onnx.helper.make_node("Constant", [], [t.name], value=t) for t in branch.initializer
+    ]
+    renames = [
+        onnx.helper.make_node("Identity", [inner.name], [outer])
+        for inner, outer in zip(branch.output, node.output)
+        if outer
+    ]
+    return [*constants, *branch.node, *renames]
+
+
+def _outer_names(graph: GraphProto) -> list[str]:
+    """Names a subgraph reads from the graphs around it, in first-use order."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    outer: list[str] = []
+    for node in graph.node:
+        reads = [*node.input, *(n for sub in _subgraphs(node) for n in _outer_names(sub))]
+        outer += [n for n in reads if n and n not in defined and n not in outer]
+        defined.update(node.output)
+    outer += [o.name for o in graph.output if o.name not in defined and o.name not in outer]
+    return outer
+
+
+def _infer_branches(copy: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
+    """Infer each If branch as a model of its own, with its outer values as typed inputs.
+
+    onnx infers subgraphs without folding or data propagation, so a branch whose
+    shapes are computed stays unknown, and so does the If. Once the outer values
+    a branch reads have static types, the branch is a graph like any other: it
+    gets the same treatment as the main graph, and its results' types flow back.
+    """
+    types = _types(inferred.graph)
+    initializers = {t.name: t for t in copy.graph.initializer}
+    changed = False
+    for node in copy.graph.node:
+        if node.op_type != "If":
+            continue
+        index = {n.name: n for n in inferred.graph.node}.get(node.name)
+        outputs_known = all(
+            o in types and (d := _dims(types[o])) is not None and all(isinstance(x, int) for x in d)
+            for o in node.output
+            if o
+        )
+        if outputs_known:
+            continue
+        for attr in node.attribute:
+            if not attr.HasField("g"):
+                continue
+            branch = attr.g
+            outer = _outer_names(branch)
+            if not all(n in initializers or (n in types and _dims(types[n]) is not None) for n in outer):
+                continue
+            graph = GraphProto(
+                name=branch.name,
+                node=branch.node,
+                input=[types[n] and onnx.ValueInfoProto(name=n, type=types[n]) for n in outer if n not in initializers],
+                initializer=[*branch.initializer, *(initializers[n] for n in outer if n in initializers)],
+                output=[
+                    onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
+                    for o in branch.output
+                ],
+            )
+            standalone = onnx.ModelProto(ir_version=copy.ir_version, opset_import=copy.opset_import, graph=graph)
+            try:
+                result = _infer_and_fold(standalone, strict=False)
+            except InferenceError:
+                continue
+            known = {o.name: o for o in result.graph.output}
+            if not all(_dims(known[o.name].type) is not None for o in branch.output):
+                continue
+            del branch.node[:]
+            branch.node.extend(standalone.graph.node)
+            del branch.value_info[:]
+            branch.value_info.extend(result.graph.value_info)
+            for out in branch.output:
+                out.type.CopyFrom(known[out.name].type)
+            changed = True
+        del index
+    return changed
 
 
 _FOLD_ROUNDS = 16
@@ -358,6 +502,9 @@ def _fold_known_values(copy: onnx.ModelProto, inferred: onnx.ModelProto) -> bool
     nodes: list[NodeProto] = []
     for node in graph.node:
         nodes.append(node)
+        if node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input[0] in known:
+            nodes[-1:] = _inline_if(node, bool(np.asarray(known[node.input[0]]).reshape(-1)[0]))
+            continue
         if node.op_type == "Constant" or node.domain not in ("", "ai.onnx") or any(True for _ in _subgraphs(node)):
             continue
         inputs = [n for n in node.input if n]
