@@ -23,13 +23,23 @@ def compile(
     model: str | os.PathLike[str] | onnx.ModelProto,
     target: str = "cpu",
     input_shapes: dict[str, Sequence[int]] | None = None,
+    cache: bool = True,
 ) -> CompiledModel:
-    """Compile an ONNX model (a path or a ModelProto) for `target`."""
+    """Compile an ONNX model (a path or a ModelProto) for `target`.
+
+    Artifacts are cached on disk (einc/cache.py: $EINC_CACHE_DIR or ~/.cache/einc,
+    EINC_CACHE=0 to turn off); `cache=False` always compiles.
+    """
     from einc.backends import target_compiler
     from einc.frontend.onnx import import_model
 
     compile_for = target_compiler(target)
-    return compile_for(import_model(model, input_shapes))
+    from einc.cache import cache_key, cached, model_bytes
+
+    data = model_bytes(model) if cache else None
+    if data is None:
+        return compile_for(import_model(model, input_shapes))
+    return cached(cache_key(data, target, input_shapes), lambda: compile_for(import_model(model, input_shapes)))
 
 
 __all__ = ["CompiledModel", "compile", "load", "__version__"]

@@ -100,6 +100,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from einc.tools.bench import bench, render
+
+    against = [] if args.against == "none" else [args.against]
+    print(render(args.model, bench(args.model, _input_shapes(args.input_shape), against=against, runs=args.runs)), end="")
+    return 0
+
+
 def _cmd_opt(argv: Sequence[str]) -> int:
     from xdsl.utils.exceptions import DiagnosticException, ParseError, PassFailedException, VerifyException
 
@@ -143,6 +151,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true", help="the arena plan: size, lower bound, planner, picture")
     p.add_argument("--picture", metavar="FILE.html", help="with --memory: where to write the plan (default MODEL.memory.html)")
     p.set_defaults(handler=_cmd_explain)
+
+    p = sub.add_parser("bench", help="time a model with einc beside onnxruntime (latency, GFLOP/s, compile time)")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--against", default="onnxruntime", choices=["onnxruntime", "none"])
+    p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
+    p.add_argument("--runs", type=int, default=100, help="timed runs per engine (default 100)")
+    p.set_defaults(handler=_cmd_bench)
 
     sub.add_parser("opt", help="run passes over MLIR text (xdsl-opt with einc's dialects)", add_help=False)
     return parser

@@ -13,6 +13,8 @@ from xdsl.passes import ModulePass
 _PASS_CLASSES: dict[str, str] = {
     "onnx-to-ein": "einc.passes.onnx_to_ein:OnnxToEin",
     "defer-division": "einc.passes.defer_division:DeferDivisionPass",
+    "fuse": "einc.passes.fuse:Fuse",
+    "tile": "einc.passes.tile:Tile",
     "memplan": "einc.passes.memplan:MemPlan",
     "lower-ein-to-loops": "einc.passes.lower_ein_to_loops:LowerEinToLoops",
     "outline-loop-nests": "einc.passes.outline_nests:OutlineLoopNests",

@@ -428,7 +428,7 @@ class _FunctionLowering:
     def run(self) -> func.FuncOp:
         if MEMPLAN in self.fn.attributes:
             verify_annotations(self.fn)  # a plan gone stale would overlap live buffers
-        for group in [op for op in self.fn.body.block.ops if isinstance(op, GroupOp)]:
+        for group in [op for op in self.fn.body.block.ops if isinstance(op, GroupOp) and not _has_kernel(op)]:
             spread_group_offsets(group)
             inline_group(group)
         _give_outputs_own_producers(self.fn)
@@ -675,9 +675,32 @@ _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operati
     GatherOp: _FunctionLowering.lower_gather,  # type: ignore[dict-item]
     ConcatOp: _FunctionLowering.lower_concat,  # type: ignore[dict-item]
     PadOp: _FunctionLowering.lower_pad,  # type: ignore[dict-item]
+    GroupOp: lambda self, e, op: _group_kernel(op).lower(self, e, op),  # type: ignore[union-attr]
     IfOp: _FunctionLowering.lower_if,  # type: ignore[dict-item]
 }
 """Ops that write a new buffer, and the method that lowers each."""
+
+GROUP_KERNELS: dict[str, str] = {
+    "contraction": "einc.backends.llvm.ukernels.calls:ContractionCall",
+}
+"""Group kind -> handler (`accepts(group)`, `lower(lowering, emitter, group)`) that
+lowers a whole group to a kernel call; groups without one (or that it declines)
+are inlined and lowered einsum by einsum."""
+
+
+def _group_kernel(group: GroupOp):  # noqa: ANN202 - handlers are duck-typed
+    path = GROUP_KERNELS.get(group.kind.data)
+    if path is None:
+        return None
+    from importlib import import_module
+
+    module, name = path.split(":")
+    return getattr(import_module(module), name)
+
+
+def _has_kernel(group: GroupOp) -> bool:
+    handler = _group_kernel(group)
+    return handler is not None and handler.accepts(group)
 
 
 def _noalias_args(arena: list[tuple[int, int, int]], count: int) -> Attribute:

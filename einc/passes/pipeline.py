@@ -18,8 +18,9 @@ CASCADE = "onnx-to-ein"
 REWRITES = "defer-division"
 """The rewrites einc applies to cascades to cut passes (what `einc explain` compares)."""
 
-CPU_LOOPS = f"{CASCADE},{REWRITES},memplan,lower-ein-to-loops"
-"""ONNX graph -> rewritten einsum cascades -> arena plan -> loop nests on flat buffers."""
+CPU_LOOPS = f"{CASCADE},{REWRITES},fuse,tile,memplan,lower-ein-to-loops"
+"""ONNX graph -> rewritten einsum cascades -> fused groups with tile sizes -> arena plan
+-> loop nests on flat buffers and kernel calls."""
 
 CPU_LLVM = ",".join(
     [

@@ -90,6 +90,10 @@ class CompiledModel:
             self._release = self._code.function("einc_release", None)
         except (KeyError, AttributeError):
             self._release = None
+        try:  # code with a thread pool exports einc_release: its workers stop before the code goes
+            self._release = self._code.function("einc_release", None)
+        except (KeyError, AttributeError):
+            self._release = None
         self._weights = _aligned_empty(len(weights))
         self._weights[:] = np.frombuffer(weights, dtype=np.uint8)
         self._arena = _aligned_empty(max(1, manifest["arena_bytes"]))
@@ -104,6 +108,10 @@ class CompiledModel:
                 self._table[slot] = self._arena.ctypes.data + buf["offset"]
             else:
                 self._slots[(role, buf["name"])] = slot
+
+    def __del__(self) -> None:
+        if getattr(self, "_release", None) is not None:
+            self._release()
 
     def __del__(self) -> None:
         if getattr(self, "_release", None) is not None:

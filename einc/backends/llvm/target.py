@@ -20,6 +20,7 @@ from xdsl.ir import Attribute
 
 import einc
 from einc.backends.llvm.translate import compile_to_object
+from einc.backends.llvm.ukernels import pack_weight
 from einc.frontend.onnx import ImportedModel
 from einc.passes.pipeline import CPU_LLVM, CPU_LOOPS, Pipeline
 from einc.runtime.artifact import ALIGNMENT, FORMAT, CompiledModel
@@ -47,6 +48,7 @@ def buffer_table(module: ModuleOp) -> list[dict]:
                 "shape": [s.value.data for s in d["shape"]],  # type: ignore[attr-defined]
                 "dtype": np.dtype(d["dtype"].data).str,  # type: ignore[attr-defined]
                 "value": d.get("value"),
+                "pack": d["pack"].data if "pack" in d else None,  # type: ignore[attr-defined]
                 **({"offset": d["offset"].value.data} if "offset" in d else {}),  # type: ignore[attr-defined]
             }
         )
@@ -100,12 +102,14 @@ def pack(table: list[dict], weights: dict[str, np.ndarray]) -> tuple[list[dict],
     arena = max((_align(b["offset"] + max(_nbytes(b), np.dtype(b["dtype"]).itemsize)) for b in planned), default=0)
     out = []
     for buf in table:
-        entry = {k: v for k, v in buf.items() if k != "value"}
+        entry = {k: v for k, v in buf.items() if k not in ("value", "pack")}
         dtype = np.dtype(buf["dtype"])
         nbytes = int(np.prod(buf["shape"], dtype=np.int64)) * dtype.itemsize
         if buf["role"] in ("weight", "constant"):
             if buf["role"] == "weight":
                 data = np.ascontiguousarray(weights[buf["name"]], dtype=dtype)
+                if buf.get("pack"):  # a kernel operand: its panel layout, packed once here
+                    data = pack_weight(buf["pack"], data)
             else:
                 data = np.array(buf["value"].get_values(), dtype=dtype)
             blob.extend(b"\0" * (_align(len(blob)) - len(blob)))

@@ -3,7 +3,9 @@
 xDSL's `convert_module` translates its own `llvm` ops and raises on any other op,
 with no hook for more. einc's `llvmx` ops (extra_ops.py) need one, so `to_llvmlite`
 follows `convert_module` step for step, reusing xDSL's translation of globals,
-declarations and every `llvm` op, and emits the `llvmx` ops itself.
+declarations and every `llvm` op, and emits the `llvmx` ops itself. Declared
+functions with an `einc.ukernel` spec are then defined by the micro-kernel
+generators (ukernels/), in the same module, so LLVM optimises them together.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 
 from einc.backends.llvm.extra_ops import CAST_INSTRUCTIONS
+from einc.backends.llvm.ukernels import SPEC_ATTR, define
 from einc.runtime.jit import host_target_machine
 
 llvm.initialize_native_target()
@@ -68,6 +71,10 @@ def to_llvmlite(module: ModuleOp) -> ir.Module:
     for op in funcs:
         if op.body.blocks:
             _convert_body(op, llvm_module)
+    for op in funcs:  # kernels the loop code calls: generated, specialised to their spec
+        spec = op.attributes.get(SPEC_ATTR)
+        if not op.body.blocks and isinstance(spec, StringAttr):
+            define(llvm_module, spec.data)
     return llvm_module
 
 

@@ -1,0 +1,38 @@
+"""Micro-kernels the CPU backend links into a model: kernel kind -> generator.
+
+A model's loop code calls a kernel through a declared function whose
+`einc.ukernel` attribute holds the kernel's spec (JSON); `translate.py` defines
+each declared kernel with the generator of its kind before LLVM compiles the
+module, so kernels are specialised to their shapes and inlined tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import llvmlite.ir as ir
+
+from einc.backends.llvm.ukernels.gemm import GemmPlan
+
+KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan}
+"""Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
+
+SPEC_ATTR = "einc.ukernel"
+
+
+def plan(spec: str | dict[str, Any]) -> Any:
+    data = json.loads(spec) if isinstance(spec, str) else spec
+    return KERNELS[data["kind"]](data)
+
+
+def define(module: ir.Module, spec: str | dict[str, Any]) -> None:
+    """Define the kernel a spec describes in `module`."""
+    plan(spec).emit(module)
+
+
+def pack_weight(pack: str, data: Any) -> Any:
+    """A weight in the panel layout of the kernel operand `pack` names ("a:SPEC" or "b:SPEC")."""
+    which, _, spec = pack.partition(":")
+    return plan(spec).pack(which, data)

@@ -1,0 +1,202 @@
+"""Contraction groups -> calls of generated GEMM kernels, in `lower-ein-to-loops`.
+
+`lower-ein-to-loops` keeps a group whose kind has a handler here and asks it
+to lower the group; the handler classifies the contraction's index variables
+(batch: in A, B and C; M: in A and C; N: in B and C; K: in A and B only),
+records each operand's offset coefficients in a kernel spec (see gemm.py),
+declares the kernel (`func.func private @einc_gemm_N` with the spec in its
+`einc.ukernel` attribute) and emits one `func.call`. Weights read only by this
+group are marked to be packed into the kernel's panel layout when the CPU
+target writes weights.bin, so the packing costs nothing at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
+from xdsl.ir import SSAValue
+
+from einc.ir import mapexpr
+from einc.ir.ein import EinsumOp, GroupOp, ReshapeOp, WeightOp
+from einc.ir.indexexpr import IndexExpr
+from einc.passes.fuse import contraction_scale, epilogue_step, is_contraction
+
+if TYPE_CHECKING:
+    from einc.passes.lower_ein_to_loops import Buffer, _Emitter, _FunctionLowering
+
+SPEC_ATTR = "einc.ukernel"
+DEFAULT_TILES = {"mr": 14, "nr": 32, "kc": 256, "mc": 112, "nc": 512, "lanes": 16}
+
+
+def _chain(group: GroupOp) -> list[EinsumOp] | None:
+    """The contraction and its epilogue einsums, or None if the body is not that shape."""
+    ops = [op for op in group.body.block.ops if not op.name == "ein.yield"]
+    if not ops or not is_contraction(ops[0]) or len(group.outputs) != 1:
+        return None
+    members = {ops[0].results[0]}
+    for op in ops[1:]:
+        if epilogue_step(op, members, ops[0].results[0].type) is not None:
+            return None
+        members.add(op.results[0])
+    if group.yielded[0] is not ops[-1].results[0]:
+        return None
+    return ops  # type: ignore[return-value]
+
+
+def _coefficients(exprs: list[IndexExpr], shape: tuple[int, ...]) -> tuple[dict[str, int], int]:
+    """Flat offset of `X[exprs]` in a row-major buffer as {var: coefficient}, constant."""
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    coef: dict[str, int] = {}
+    const = 0
+    for expr, stride in zip(exprs, strides):
+        const += expr.const * stride
+        for var, c in expr.terms:
+            coef[var] = coef.get(var, 0) + c * stride
+    return coef, const
+
+
+def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """The kernel spec of a contraction group, or None if the GEMM kernel does not fit it."""
+    chain = _chain(group)
+    if chain is None:
+        return None
+    con = chain[0]
+    extents = con.extents()
+    (ea, eb), outs = con.input_exprs, con.output_vars
+    va = {v for e in ea for v in e.variables}
+    vb = {v for e in eb for v in e.variables}
+    if not outs or any(v not in va and v not in vb for v in outs):
+        return None
+    args = list(group.body.block.args)
+    a_arg, b_arg = con.inputs
+    last = next((v for v in reversed(outs) if extents[v] > 1), outs[-1])
+    if last in va and last not in vb:  # the output's contiguous index must be in B
+        ea, eb, va, vb, a_arg, b_arg = eb, ea, vb, va, b_arg, a_arg
+    # N: the longest run of B-only variables ending the output (contiguous in C);
+    # M: A-only variables; batch: the rest (in both, or B-only but outside the run,
+    # like the image index of an NCHW convolution). Size-1 variables play no role.
+    wide = [v for v in outs if extents[v] > 1]
+    n: list[str] = []
+    for v in reversed(wide):
+        if v in va or v not in vb:
+            break
+        n.insert(0, v)
+    m = [v for v in wide if v in va and v not in vb]
+    batch = [v for v in wide if v not in m and v not in n]
+    k = [v for v in con.reduction_vars() if v in va and v in vb]
+    if set(con.reduction_vars()) != set(k) or not k or not n:
+        return None
+    if not all(isinstance(x, type(args[0])) for x in (a_arg, b_arg)):
+        return None
+
+    def operand(value: SSAValue, exprs: list[IndexExpr]) -> dict[str, Any]:
+        coef, const = _coefficients(exprs, shapes[args.index(value)])  # type: ignore[arg-type]
+        return {"coef": coef, "const": const, "input": args.index(value)}  # type: ignore[arg-type]
+
+    spec: dict[str, Any] = {
+        "kind": "gemm",
+        "vars": {v: extents[v] for v in batch + m + n + k},
+        "batch": batch, "m": m, "n": n, "k": k,
+        "a": operand(a_arg, ea),
+        "b": operand(b_arg, eb),
+        "c": dict(zip(("coef", "const"), _coefficients([IndexExpr.var(v) for v in outs], out_shape))),
+    }
+    # Compose the epilogue: $0 is the accumulator, $1.. the extra inputs.
+    scale = contraction_scale(con)
+    expr: mapexpr.Expr = mapexpr.Input(0) if scale == 1.0 else mapexpr.Call("mul", (mapexpr.Input(0), mapexpr.Const(scale)))  # type: ignore[arg-type]
+    extras: list[dict[str, Any]] = []
+    keys: list[tuple[int, tuple[str, ...]]] = []
+    values: dict[SSAValue, mapexpr.Expr] = {con.output: expr}
+    for op in chain[1:]:
+        names = dict(zip(op.output_vars, outs))
+        subst: list[mapexpr.Expr] = []
+        for value, exprs in zip(op.inputs, op.input_exprs):
+            if value in values:
+                subst.append(values[value])
+                continue
+            if value not in args:
+                return None
+            renamed = [IndexExpr(tuple((names[v], c) for v, c in e.terms), e.const) for e in exprs]
+            key = (args.index(value), tuple(str(e) for e in renamed))
+            if key not in keys:
+                keys.append(key)
+                coef, const = _coefficients(renamed, shapes[args.index(value)])
+                extras.append({"coef": coef, "const": const, "input": args.index(value)})
+            subst.append(mapexpr.Input(1 + keys.index(key)))
+        values[op.output] = expr = mapexpr.substitute(op.map_expr, subst)
+    spec["epilogue"] = {"map": mapexpr.render(expr), "inputs": extras}
+    return spec
+
+
+def _weight_only_here(lowering: _FunctionLowering, value: SSAValue, group: GroupOp) -> str | None:
+    """The symbol of the weight behind `value` if this group is its only reader."""
+    owner = value.owner
+    while isinstance(owner, ReshapeOp):
+        if len({u.operation for u in owner.result.uses}) != 1:
+            return None
+        owner = owner.source.owner
+    if not isinstance(owner, WeightOp):
+        return None
+    sym = owner.sym.string_value()
+    readers = set()
+    for op in lowering.fn.body.block.ops:
+        if isinstance(op, WeightOp) and op.sym.string_value() == sym:
+            stack = [op.result]
+            while stack:
+                for use in stack.pop().uses:
+                    if isinstance(use.operation, ReshapeOp):
+                        stack.append(use.operation.result)
+                    else:
+                        readers.add(use.operation)
+    return sym if readers == {group} else None
+
+
+class ContractionCall:
+    """The handler of "contraction" groups (see GROUP_KERNELS in lower_ein_to_loops)."""
+
+    @staticmethod
+    def accepts(group: GroupOp) -> bool:
+        shapes = [tuple(v.type.get_shape()) for v in group.inputs]  # type: ignore[attr-defined]
+        out = tuple(group.outputs[0].type.get_shape())  # type: ignore[attr-defined]
+        return plan_spec(group, shapes, out) is not None
+
+    @staticmethod
+    def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
+        shapes = [tuple(v.type.get_shape()) for v in group.inputs]  # type: ignore[attr-defined]
+        out = lowering.buffers[group.outputs[0]]
+        spec = plan_spec(group, shapes, out.shape)
+        assert spec is not None
+        module = lowering.fn.parent_op()
+        assert isinstance(module, ModuleOp)
+        taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
+        name = next(f"einc_gemm_{i}" for i in range(len(taken) + 1) if f"einc_gemm_{i}" not in taken)
+        tiles = group.attributes.get("einc.tile")
+        spec["tiles"] = (
+            {k: v.value.data for k, v in tiles.data.items()} if isinstance(tiles, DictionaryAttr) else dict(DEFAULT_TILES)  # type: ignore[attr-defined]
+        )
+        spec["lanes"] = spec["tiles"].get("lanes", 16)
+        from einc.backends.llvm.ukernels.pool import thread_count
+
+        spec["threads"] = thread_count()
+        spec["name"] = name
+        buffers: list[Buffer] = [lowering.buffers[v] for v in group.inputs]
+        if spec["a"]["input"] != spec["b"]["input"]:
+            for which in ("a", "b"):
+                if _weight_only_here(lowering, group.inputs[spec[which]["input"]], group) is not None:
+                    spec[which]["packed"] = True
+        args = [buffers[spec["a"]["input"]].ref, buffers[spec["b"]["input"]].ref, out.ref]
+        args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
+        text = json.dumps(spec, sort_keys=True)
+        for which in ("a", "b"):
+            if spec[which].get("packed"):
+                index = buffers[spec[which]["input"]].ref.index  # type: ignore[attr-defined]
+                old = lowering.roles[index].data
+                lowering.roles[index] = DictionaryAttr({**old, "pack": StringAttr(f"{which}:{text}")})
+        decl = func.FuncOp.external(name, [a.type for a in args], [])
+        decl.attributes[SPEC_ATTR] = StringAttr(text)
+        module.body.block.insert_op_before(decl, lowering.fn)
+        e.emit(func.CallOp(name, args, []))

@@ -1,0 +1,623 @@
+"""A GotoBLAS/BLIS-style f32 GEMM for any affine contraction, in LLVM IR.
+
+The contraction `C[b, m, n] = epilogue(sum_k A[b, m, k] * B[b, n, k], E...)`
+is described by a `spec` (a JSON-able dict made by `calls.py` from an
+`ein.group "contraction"`): the index variables of each role (batch, M, N, K)
+with their extents, and for every operand the coefficient of each variable in
+its flat offset. Because offsets are affine, the address of A[b, m, k] is
+`ab[b] + am[m] + ak[k]` with small offset tables computed here at compile
+time: the same kernel runs matmul, batched and transposed matmul, Gemm and
+convolution as an implicit GEMM (the tables of `I[c, p + r, q + s]` walk the
+image; no im2col is materialised beyond one packed KC x NC block).
+
+Structure (per thread, for each unit of work = one batch index, one block of
+N, one block of M):
+
+    for pc in K step KC:               pack A block MC x KC (unless prepacked)
+                                       pack B block KC x NC (unless prepacked)
+      for jr in NC step NR:            B sliver KC x NR stays in L1
+        for ir in MC step MR:          A sliver MR x KC streams from L2
+          MR x NR accumulators in registers, one rank-1 update per k:
+          NR/16 vector loads of B, MR broadcasts of A, MR*NR/16 FMAs;
+          C tile += acc; on the last K block, apply the epilogue and store.
+
+Operands that are weights are packed once at compile time (`pack_operand`,
+called by the CPU target when it lays out weights.bin) in the same panel
+layout the runtime packing produces: [batch][panel][Kp][R], zero-padded, so
+the kernel reads a prepacked operand exactly like a packed block. Units are
+claimed by the threads of the model's pool (`einc_parallel`, pool.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import llvmlite.ir as ir
+import numpy as np
+
+from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
+from einc.ir import mapexpr
+
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+KU = 4
+"""K is padded to a multiple of KU in packed operands; the FMA loop is unrolled by it."""
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def offset_table(extents: dict[str, int], names: list[str], coef: dict[str, int]) -> np.ndarray:
+    """Offsets `sum(coef[v] * v)` over the row-major product of `names`' ranges."""
+    table = np.zeros([extents[v] for v in names] or [1], dtype=np.int64).reshape(-1) if not names else None
+    if table is not None:
+        return table
+    grids = np.meshgrid(*[np.arange(extents[v], dtype=np.int64) for v in names], indexing="ij")
+    return sum((coef.get(v, 0) * g for v, g in zip(names, grids)), np.zeros(grids[0].shape, np.int64)).reshape(-1)
+
+
+@dataclass
+class Operand:
+    """One operand's offset tables over the roles it is indexed by."""
+
+    b: np.ndarray
+    r: np.ndarray  # rows: M for A, N for B; M for C and epilogue inputs
+    k: np.ndarray  # K for A and B; N for C and epilogue inputs
+    packed: bool = False
+
+
+class GemmPlan:
+    """Everything about one contraction kernel that is known at compile time."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.name: str = spec["name"]
+        ext: dict[str, int] = spec["vars"]
+        t = spec["tiles"]
+        self.mr, self.nr, self.kc = int(t["mr"]), int(t["nr"]), int(t["kc"])
+        self.lanes = int(spec.get("lanes", 16))
+        self.nv = self.nr // self.lanes
+        self.nb = math.prod(ext[v] for v in spec["batch"])
+        self.m = math.prod(ext[v] for v in spec["m"])
+        self.n = math.prod(ext[v] for v in spec["n"])
+        self.k = math.prod(ext[v] for v in spec["k"])
+        self.kp = -(-self.k // KU) * KU
+        self.kc = min(self.kc, self.kp)
+
+        def tables(which: dict[str, Any], row: str, col: str) -> Operand:
+            coef = {v: int(c) for v, c in which["coef"].items()}
+            const = int(which.get("const", 0))
+            return Operand(
+                offset_table(ext, spec["batch"], coef) + const,
+                offset_table(ext, spec[row], coef),
+                offset_table(ext, spec[col], coef),
+                bool(which.get("packed", False)),
+            )
+
+        self.a = tables(spec["a"], "m", "k")
+        self.b = tables(spec["b"], "n", "k")
+        self.c = tables(spec["c"], "m", "n")
+        if not np.array_equal(self.c.k, np.arange(self.n)):
+            raise ValueError("the output must be contiguous along N")
+        epi = spec.get("epilogue") or {}
+        self.epilogue = mapexpr.parse(epi.get("map", "$0"))
+        self.extra = [tables(e, "m", "n") for e in epi.get("inputs", [])]
+        self.mc_panels, self.nc_panels = self._split(int(t.get("mc", 8 * self.mr)), int(t.get("nc", 16 * self.nr)), int(spec.get("threads", 1)))
+
+    # -- work split ------------------------------------------------------------------
+
+    @property
+    def m_panels(self) -> int:
+        return -(-self.m // self.mr)
+
+    @property
+    def n_panels(self) -> int:
+        return -(-self.n // self.nr)
+
+    def _split(self, mc: int, nc: int, threads: int) -> tuple[int, int]:
+        """Panels per M and N block: the split with the shortest slowest thread.
+
+        Units (batch x N blocks x M blocks) go round-robin to threads; a unit
+        costs its rows x columns plus the packing it repeats, so among blocks
+        no larger than MC x NC the one whose busiest thread has least work wins.
+        """
+        best: tuple[float, int, int] | None = None
+        max_mp, max_np = max(1, mc // self.mr), max(1, nc // self.nr)
+        for mp in sorted({-(-self.m_panels // j) for j in range(1, self.m_panels + 1)}):
+            if mp > max_mp:
+                continue
+            for np_ in sorted({-(-self.n_panels // j) for j in range(1, self.n_panels + 1)}):
+                if np_ > max_np:
+                    continue
+                loads = [0.0] * threads
+                u = 0
+                for _ in range(self.nb):
+                    for jn in range(0, self.n_panels, np_):
+                        cols = min(np_, self.n_panels - jn) * self.nr
+                        for im in range(0, self.m_panels, mp):
+                            rows = min(mp, self.m_panels - im) * self.mr
+                            pack = (0 if self.a.packed else rows) + (0 if self.b.packed else cols)
+                            loads[u % threads] += rows * cols + 4 * pack + 2000
+                            u += 1
+                key = (max(loads), -(mp * np_), mp)
+                if best is None or key < best:
+                    best = (key[0], mp, np_)
+        assert best is not None
+        return best[1], best[2]
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        """(M blocks, N blocks)."""
+        return -(-self.m_panels // self.mc_panels), -(-self.n_panels // self.nc_panels)
+
+    @property
+    def units(self) -> int:
+        mb, nb = self.blocks
+        return self.nb * mb * nb
+
+    # -- compile-time packing of weights ---------------------------------------------
+
+    def pack(self, which: str, flat: np.ndarray) -> np.ndarray:
+        """A weight operand in the kernel's panel layout [batch][panel][Kp][R]."""
+        op, r = (self.a, self.mr) if which == "a" else (self.b, self.nr)
+        rows = len(op.r)
+        panels = -(-rows // r)
+        ridx = np.arange(panels * r)
+        kidx = np.arange(self.kp)
+        valid = (ridx[None, :, None] < rows) & (kidx[None, None, :] < self.k)
+        roff = op.r[np.minimum(ridx, rows - 1)]
+        koff = op.k[np.minimum(kidx, self.k - 1)]
+        idx = op.b[:, None, None] + roff[None, :, None] + koff[None, None, :]
+        vals = np.where(valid, flat.reshape(-1)[idx], 0).astype(np.float32)
+        # [b, panel*R, K] -> [b, panel, K, R]
+        return np.ascontiguousarray(vals.reshape(len(op.b), panels, r, self.kp).transpose(0, 1, 3, 2)).reshape(-1)
+
+    # -- code --------------------------------------------------------------------------
+
+    def emit(self, module: ir.Module) -> None:
+        """Define the kernel (declared by the model's call) and its parallel body."""
+        n_args = 3 + len(self.extra)
+        try:
+            fn = module.get_global(self.name)
+        except KeyError:
+            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * n_args), self.name)
+        body = ir.Function(module, BODY, f"{self.name}.body")
+        body.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        args = _opaque(b.alloca(ir.ArrayType(PTR, n_args)))
+        for i, arg in enumerate(fn.args):
+            b.store(arg, b.gep(args, [_c(i)], source_etype=PTR))
+        if self.units > 1:
+            b.call(add_pool(module), [body, args, _c(self.units)])
+        else:
+            b.call(body, [args, _c(0)])
+        b.ret_void()
+        _Body(self, body, module).emit()
+
+
+class _Body:
+    """Emits `name.body(args, unit)`: one unit of work (batch index, N block, M block)."""
+
+    def __init__(self, plan: GemmPlan, fn: ir.Function, module: ir.Module):
+        self.p = plan
+        self.fn = fn
+        self.module = module
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.v = VectorEmitter(self.b, plan.lanes)
+        self._tables: dict[bytes, ir.Value] = {}
+        self._firsts: dict[int, int] = {}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def table(self, values: np.ndarray, pad_to: int | None = None, ty: ir.IntType = I64) -> ir.Value:
+        """A constant offset table, padded by repeating its last entry (clamped reads stay in bounds)."""
+        values = np.asarray(values, dtype=np.int64)
+        if pad_to is not None and pad_to > len(values):
+            values = np.concatenate([values, np.full(pad_to - len(values), values[-1])])
+        key = values.tobytes() + bytes([ty.width])
+        if key not in self._tables:
+            arr = ir.ArrayType(ty, len(values))
+            g = ir.GlobalVariable(self.module, arr, f"{self.p.name}.t{len(self._tables)}")
+            g.global_constant = True
+            g.linkage = "internal"
+            g.initializer = ir.Constant(arr, [int(x) for x in values])
+            self._tables[key] = _opaque(g)
+            self._firsts[id(self._tables[key])] = int(values[0])
+        return self._tables[key]
+
+    def at(self, table: ir.Value, index: ir.Value, ty: ir.IntType = I64) -> ir.Value:
+        value = self.b.load(self.b.gep(table, [index], inbounds=True, source_etype=ty), typ=ty)
+        return value if ty == I64 else self.b.sext(value, I64)
+
+    def fptr(self, base: ir.Value, index: ir.Value) -> ir.Value:
+        return self.b.gep(base, [index], inbounds=True, source_etype=F32)
+
+    def loop(self, start: ir.Value, stop: ir.Value, step: int | ir.Value, body, name: str) -> None:
+        """`for i in range(start, stop, step): body(i)` (runs at least once only if start < stop)."""
+        b = self.b
+        pre = b.block
+        head = self.fn.append_basic_block(f"{name}.head")
+        loop = self.fn.append_basic_block(f"{name}.body")
+        done = self.fn.append_basic_block(f"{name}.done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=name)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+        b.position_at_end(loop)
+        body(i)
+        i.add_incoming(b.add(i, step if isinstance(step, ir.Value) else _c(step)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def if_(self, cond: ir.Value, then, otherwise=None) -> None:
+        b = self.b
+        t = self.fn.append_basic_block("then")
+        e = self.fn.append_basic_block("else") if otherwise else None
+        done = self.fn.append_basic_block("endif")
+        b.cbranch(cond, t, e or done)
+        b.position_at_end(t)
+        then()
+        b.branch(done)
+        if e is not None:
+            b.position_at_end(e)
+            otherwise()
+            b.branch(done)
+        b.position_at_end(done)
+
+    def smin(self, a: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", a, c), a, c)
+
+    def lane_mask(self, count: ir.Value) -> ir.Value:
+        """Lanes [0, count) of a vector (count may be <= 0 or >= lanes)."""
+        lanes = self.p.lanes
+        iota = ir.Constant(ir.VectorType(I32, lanes), list(range(lanes)))
+        return self.b.icmp_signed("<", iota, self._splat_i32(count))
+
+    def _splat_i32(self, value: ir.Value) -> ir.Value:
+        b, lanes = self.b, self.p.lanes
+        vi = ir.VectorType(I32, lanes)
+        vec = b.insert_element(ir.Constant(vi, ir.Undefined), b.trunc(value, I32), ir.Constant(I32, 0))
+        return b.shuffle_vector(vec, ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * lanes))
+
+    def vload(self, ptr: ir.Value, mask: ir.Value | None, align: int = 4) -> ir.Value:
+        if mask is None:
+            return self.b.load(ptr, typ=self.v.vf, align=align)
+        return self.masked("load", [ptr, ir.Constant(I32, align), mask, self.v.const(0.0)])
+
+    def vstore(self, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+        if mask is None:
+            self.b.store(value, ptr, align=4)
+        else:
+            self.masked("store", [value, ptr, ir.Constant(I32, 4), mask])
+
+    def masked(self, op: str, args: list[ir.Value]) -> ir.Value:
+        lanes = self.p.lanes
+        name = f"llvm.masked.{op}.v{lanes}f32.p0"
+        try:
+            fn = self.module.get_global(name)
+        except KeyError:
+            ret = self.v.vf if op in ("load", "gather") else ir.VoidType()
+            fn = ir.Function(self.module, ir.FunctionType(ret, [a.type for a in args]), name)
+        return self.b.call(fn, args)
+
+    def gather(self, base: ir.Value, offsets: ir.Value, mask: ir.Value) -> ir.Value:
+        lanes = self.p.lanes
+        ptrs = self.b.gep(base, [offsets], source_etype=F32)
+        ptrs.type = ir.VectorType(PTR, lanes)  # llvmlite types a vector GEP as a scalar pointer
+        name = f"llvm.masked.gather.v{lanes}f32.v{lanes}p0"
+        try:
+            fn = self.module.get_global(name)
+        except KeyError:
+            fn = ir.Function(self.module, ir.FunctionType(self.v.vf, [ptrs.type, I32, mask.type, self.v.vf]), name)
+        return self.b.call(fn, [ptrs, ir.Constant(I32, 4), mask, self.v.const(0.0)])
+
+    # -- the body -------------------------------------------------------------------------
+
+    def emit(self) -> None:
+        p, b = self.p, self.b
+        n_args = 3 + len(p.extra)
+        argv = self.fn.args[0]
+        ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR) for i in range(n_args)]
+        self.A, self.B, self.C = ptrs[:3]
+        self.E = ptrs[3:]
+        mc, nc = p.mc_panels * p.mr, p.nc_panels * p.nr
+        self.abuf = None if p.a.packed else b.alloca(ir.ArrayType(F32, mc * p.kc), name="apack")
+        self.bbuf = None if p.b.packed else b.alloca(ir.ArrayType(F32, nc * p.kc), name="bpack")
+        for buf in (self.abuf, self.bbuf):
+            if buf is not None:
+                buf.align = 64
+        self.abuf = None if self.abuf is None else _opaque(self.abuf)
+        self.bbuf = None if self.bbuf is None else _opaque(self.bbuf)
+        m_blocks, n_blocks = p.blocks
+        self.t_ab, self.t_bb, self.t_cb = (self.table(o.b) for o in (p.a, p.b, p.c))
+        self.t_am = self.table(p.a.r, p.m_panels * p.mr)
+        self.t_ak = self.table(p.a.k, p.kp)
+        self.t_bn = self.table(p.b.r, p.n_panels * p.nr)
+        self.t_bk = self.table(p.b.k, p.kp)
+        self.t_cm = self.table(p.c.r, p.m_panels * p.mr)
+        self.t_eb = [self.table(e.b) for e in p.extra]
+        self.t_em = [self.table(e.r, p.m_panels * p.mr) for e in p.extra]
+        self.e_kind = [_pattern(e.k) for e in p.extra]
+        self.t_en = [self.table(e.k, p.n_panels * p.nr + p.lanes, I32) for e in p.extra]
+        if not p.b.packed:
+            contiguous = [int(_contiguous(p.b.r, j * p.nr, p.nr)) for j in range(p.n_panels)]
+            self.t_bcontig = self.table(np.array(contiguous), ty=I64)
+
+        u = self.fn.args[1]
+        im = b.urem(u, _c(m_blocks))
+        rest = b.udiv(u, _c(m_blocks))
+        jn = b.urem(rest, _c(n_blocks))
+        bi = b.udiv(rest, _c(n_blocks))
+        self.unit(bi, b.mul(jn, _c(nc)), b.mul(im, _c(mc)))
+        b.ret_void()
+
+    def unit(self, bi: ir.Value, n0: ir.Value, m0: ir.Value) -> None:
+        p, b = self.p, self.b
+        n1 = self.smin(b.add(n0, _c(p.nc_panels * p.nr)), _c(p.n))
+        m1 = self.smin(b.add(m0, _c(p.mc_panels * p.mr)), _c(p.m))
+        ab, bb, cb = self.at(self.t_ab, bi), self.at(self.t_bb, bi), self.at(self.t_cb, bi)
+
+        def kblock(pc: ir.Value) -> None:
+            kc = self.smin(_c(p.kc), b.sub(_c(p.kp), pc))
+            first = b.icmp_signed("==", pc, _c(0))
+            last = b.icmp_signed("==", b.add(pc, kc), _c(p.kp))
+            if not p.a.packed:
+                self.pack_a(ab, m0, m1, pc, kc)
+            if not p.b.packed:
+                self.pack_b(bb, n0, n1, pc, kc)
+
+            def col(jr: ir.Value) -> None:
+                if p.b.packed:
+                    panel = b.add(b.mul(bi, _c(p.n_panels)), b.udiv(jr, _c(p.nr)))
+                    bptr = self.fptr(self.B, b.add(b.mul(panel, _c(p.kp * p.nr)), b.mul(pc, _c(p.nr))))
+                else:
+                    bptr = self.fptr(self.bbuf, b.mul(b.sub(jr, n0), kc))
+
+                def row(ir_: ir.Value) -> None:
+                    if p.a.packed:
+                        panel = b.add(b.mul(bi, _c(p.m_panels)), b.udiv(ir_, _c(p.mr)))
+                        aptr = self.fptr(self.A, b.add(b.mul(panel, _c(p.kp * p.mr)), b.mul(pc, _c(p.mr))))
+                    else:
+                        aptr = self.fptr(self.abuf, b.mul(b.sub(ir_, m0), kc))
+                    self.tile(aptr, bptr, kc, cb, bi, ir_, jr, first, last)
+
+                self.loop(m0, m1, p.mr, row, "ir")
+
+            self.loop(n0, n1, p.nr, col, "jr")
+
+        self.loop(_c(0), _c(p.kp), p.kc, kblock, "pc")
+
+    # -- packing at run time ------------------------------------------------------------------
+
+    def pack_a(self, ab: ir.Value, m0: ir.Value, m1: ir.Value, pc: ir.Value, kc: ir.Value) -> None:
+        """Abuf[(m - m0) * kc + k * MR + r] = A[m, pc + k] (zero outside M or K)."""
+        p, b = self.p, self.b
+        mr = p.mr
+
+        def row(m: ir.Value) -> None:
+            inside = b.icmp_signed("<", m, m1)
+            base = b.add(ab, self.at(self.t_am, m))
+            rel = b.sub(m, m0)
+            dst0 = b.add(b.mul(b.sub(rel, b.urem(rel, _c(mr))), kc), b.urem(rel, _c(mr)))
+
+            def k(kk: ir.Value) -> None:
+                kg = b.add(pc, kk)
+                ok = b.and_(inside, b.icmp_signed("<", kg, _c(p.k)))
+                value = b.load(self.fptr(self.A, b.add(base, self.at(self.t_ak, kg))), typ=F32)
+                b.store(b.select(ok, value, ir.Constant(F32, 0.0)), self.fptr(self.abuf, b.add(dst0, b.mul(kk, _c(mr)))))
+
+            self.loop(_c(0), kc, 1, k, "pak")
+
+        mpad = b.add(m0, b.mul(b.udiv(b.add(b.sub(m1, m0), _c(mr - 1)), _c(mr)), _c(mr)))
+        self.loop(m0, mpad, 1, row, "pam")
+
+    def pack_b(self, bb: ir.Value, n0: ir.Value, n1: ir.Value, pc: ir.Value, kc: ir.Value) -> None:
+        """Bbuf[(n - n0) * kc + k * NR + c] = B[pc + k, n] (zero outside N or K)."""
+        p, b = self.p, self.b
+        lanes, nr = p.lanes, p.nr
+
+        def panel(jr: ir.Value) -> None:
+            dst = b.mul(b.sub(jr, n0), kc)
+            contiguous = b.and_(
+                b.icmp_signed("<=", b.add(jr, _c(nr)), n1),
+                b.icmp_signed("!=", self.at(self.t_bcontig, b.udiv(jr, _c(nr))), _c(0)),
+            )
+            first_n = b.add(bb, self.at(self.t_bn, jr))
+
+            def k_fast(kk: ir.Value) -> None:
+                kg = b.add(pc, kk)
+                src = self.fptr(self.B, b.add(first_n, self.at(self.t_bk, kg)))
+                ok = b.icmp_signed("<", kg, _c(p.k))
+                for j in range(p.nv):
+                    value = self.vload(b.gep(src, [_c(j * lanes)], source_etype=F32), None)
+                    value = b.select(ok, value, self.v.const(0.0))
+                    b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
+
+            def k_general(kk: ir.Value) -> None:
+                kg = b.add(pc, kk)
+                koff = b.add(bb, self.at(self.t_bk, kg))
+                ok = b.icmp_signed("<", kg, _c(p.k))
+                for j in range(p.nv):
+                    col = b.add(jr, _c(j * lanes))
+                    offs_ptr = b.gep(self.t_bn32, [col], inbounds=True, source_etype=I32)
+                    offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, lanes), align=4), ir.VectorType(I64, lanes))
+                    mask = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
+                    base = self.fptr(self.B, koff)
+                    value = self.gather(base, offs, mask)
+                    b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
+
+            self.if_(
+                contiguous,
+                lambda: self.loop(_c(0), kc, 1, k_fast, "pbf"),
+                lambda: self.loop(_c(0), kc, 1, k_general, "pbg"),
+            )
+
+        if not hasattr(self, "t_bn32"):
+            self.t_bn32 = self.table(p.b.r, p.n_panels * p.nr + lanes, I32)
+        self.loop(n0, n1, nr, panel, "pbn")
+
+    def _splat_bool(self, cond: ir.Value) -> ir.Value:
+        lanes = self.p.lanes
+        vb = ir.VectorType(ir.IntType(1), lanes)
+        vec = self.b.insert_element(ir.Constant(vb, ir.Undefined), cond, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(vec, ir.Constant(vb, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+    # -- the micro-kernel and the store -----------------------------------------------------
+
+    def tile(self, aptr, bptr, kc, cb, bi, m0, n0, first, last) -> None:
+        p, b = self.p, self.b
+        full = b.and_(
+            b.icmp_signed("<=", b.add(m0, _c(p.mr)), _c(p.m)),
+            b.icmp_signed("<=", b.add(n0, _c(p.nr)), _c(p.n)),
+        )
+        self.if_(
+            full,
+            lambda: self.tile_variant(aptr, bptr, kc, cb, bi, m0, n0, first, last, edge=False),
+            lambda: self.tile_variant(aptr, bptr, kc, cb, bi, m0, n0, first, last, edge=True),
+        )
+
+    def tile_variant(self, aptr, bptr, kc, cb, bi, m0, n0, first, last, edge: bool) -> None:
+        p, b, v = self.p, self.b, self.v
+        lanes = p.lanes
+        masks: list[list[ir.Value | None]] = []
+        for r in range(p.mr):
+            row = []
+            for j in range(p.nv):
+                if not edge:
+                    row.append(None)
+                    continue
+                cols = self.lane_mask(b.sub(_c(p.n), b.add(n0, _c(j * lanes))))
+                ok = b.icmp_signed("<", b.add(m0, _c(r)), _c(p.m))
+                row.append(b.and_(cols, self._splat_bool(ok)))
+            masks.append(row)
+        cptrs = [
+            [self.fptr(self.C, b.add(b.add(cb, self.at(self.t_cm, b.add(m0, _c(r)))), b.add(n0, _c(j * lanes)))) for j in range(p.nv)]
+            for r in range(p.mr)
+        ]
+        # Initial accumulators: zero on the first K block, else the partial sums in C.
+        pre = b.block
+        load_blk = self.fn.append_basic_block("cload")
+        start = self.fn.append_basic_block("kstart")
+        b.cbranch(first, start, load_blk)
+        b.position_at_end(load_blk)
+        loaded = [[self.vload(cptrs[r][j], masks[r][j]) for j in range(p.nv)] for r in range(p.mr)]
+        b.branch(start)
+        b.position_at_end(start)
+        init = []
+        for r in range(p.mr):
+            for j in range(p.nv):
+                phi = b.phi(v.vf)
+                phi.add_incoming(v.const(0.0), pre)
+                phi.add_incoming(loaded[r][j], load_blk)
+                init.append(phi)
+        if not edge:  # write-allocate C's lines while the FMAs run: rows 4 KiB apart would thrash L1 sets
+            for r in range(p.mr):
+                for j in range(p.nv):
+                    self.prefetch(cptrs[r][j])
+        acc = self.fma_loop(aptr, bptr, kc, init)
+        # Store: raw partial sums, or on the last K block the epilogue's values.
+        def store(epilogue: bool) -> None:
+            for r in range(p.mr):
+                for j in range(p.nv):
+                    value = acc[r * p.nv + j]
+                    if epilogue:
+                        value = self.epilogue(value, bi, m0, n0, r, j, masks[r][j])
+                    self.vstore(value, cptrs[r][j], masks[r][j])
+
+        if p.epilogue == mapexpr.Input(0):
+            store(False)
+        else:
+            self.if_(last, lambda: store(True), lambda: store(False))
+
+    def prefetch(self, ptr: ir.Value) -> None:
+        try:
+            fn = self.module.get_global("llvm.prefetch.p0")
+        except KeyError:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32]), "llvm.prefetch.p0")
+        self.b.call(fn, [ptr, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+    def fma_loop(self, aptr: ir.Value, bptr: ir.Value, kc: ir.Value, init: list[ir.Value]) -> list[ir.Value]:
+        p, b, v = self.p, self.b, self.v
+        pre = b.block
+        head = self.fn.append_basic_block("k.head")
+        body = self.fn.append_basic_block("k.body")
+        done = self.fn.append_basic_block("k.done")
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(I64, name="k")
+        k.add_incoming(_c(0), pre)
+        accs = []
+        for value in init:
+            phi = b.phi(v.vf)
+            phi.add_incoming(value, pre)
+            accs.append(phi)
+        b.cbranch(b.icmp_signed("<", k, kc), body, done)
+        b.position_at_end(body)
+        cur: list[ir.Value] = list(accs)
+        for u in range(KU):
+            ku = b.add(k, _c(u))
+            bvec = [
+                b.load(self.fptr(bptr, b.add(b.mul(ku, _c(p.nr)), _c(j * p.lanes))), typ=v.vf, align=64)
+                for j in range(p.nv)
+            ]
+            for r in range(p.mr):
+                a = b.load(self.fptr(aptr, b.add(b.mul(ku, _c(p.mr)), _c(r))), typ=F32)
+                s = v.splat(a)
+                for j in range(p.nv):
+                    cur[r * p.nv + j] = v.fma(s, bvec[j], cur[r * p.nv + j])
+        for phi, value in zip(accs, cur):
+            phi.add_incoming(value, body)
+        k.add_incoming(b.add(k, _c(KU)), body)
+        b.branch(head)
+        b.position_at_end(done)
+        return accs
+
+    def epilogue(self, acc: ir.Value, bi, m0, n0, r: int, j: int, mask) -> ir.Value:
+        p, b, v = self.p, self.b, self.v
+        m = b.add(m0, _c(r))
+        col = b.add(n0, _c(j * p.lanes))
+        inputs = [acc]
+        for e, kind, t_eb, t_em, t_en in zip(self.E, self.e_kind, self.t_eb, self.t_em, self.t_en):
+            base = b.add(self.at(t_eb, bi), self.at(t_em, m))
+            if kind == "zero":
+                value = v.splat(b.load(self.fptr(e, b.add(base, _c(int(self._first(t_en))))), typ=F32))
+            elif kind == "contiguous":
+                start = b.add(base, self.at(t_en, col, I32))
+                value = self.vload(self.fptr(e, start), mask)
+            else:
+                offs_ptr = b.gep(t_en, [col], inbounds=True, source_etype=I32)
+                offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, p.lanes), align=4), ir.VectorType(I64, p.lanes))
+                full = mask if mask is not None else ir.Constant(v.vb, [1] * p.lanes)
+                value = self.gather(self.fptr(e, base), offs, full)
+            inputs.append(value)
+        out = v.expr(p.epilogue, inputs)
+        return out if out.type == v.vf else b.uitofp(out, v.vf)
+
+    def _first(self, table: ir.Value) -> int:
+        return self._firsts[id(table)]
+
+
+def _opaque(value: ir.Value) -> ir.Value:
+    """An alloca or global as an opaque `ptr` (llvmlite types them as typed pointers)."""
+    value.type = PTR
+    return value
+
+
+def _pattern(offsets: np.ndarray) -> str:
+    """How an epilogue input varies along N: not at all, contiguously, or otherwise."""
+    if np.all(offsets == offsets[0]):
+        return "zero"
+    if np.array_equal(offsets - offsets[0], np.arange(len(offsets))):
+        return "contiguous"
+    return "gather"
+
+
+def _contiguous(offsets: np.ndarray, start: int, count: int) -> bool:
+    part = offsets[start : start + count]
+    return len(part) == count and bool(np.array_equal(part - part[0], np.arange(count)))
