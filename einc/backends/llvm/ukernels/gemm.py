@@ -100,6 +100,9 @@ class GemmPlan:
             )
 
         self.a = tables(spec["a"], "m", "k")
+        # An activation A with K contiguous is read in place (rows are streams the
+        # prefetcher follows): packing it cost ~10% of a 64-row layer.
+        self.a_direct = not self.a.packed and _contiguous(self.a.k, 0, self.k) and spec.get("direct_a", True)
         self.b = tables(spec["b"], "n", "k")
         self.c = tables(spec["c"], "m", "n")
         if not np.array_equal(self.c.k, np.arange(self.n)):
@@ -141,7 +144,7 @@ class GemmPlan:
                         cols = min(np_, self.n_panels - jn) * self.nr
                         for im in range(0, self.m_panels, mp):
                             rows = min(mp, self.m_panels - im) * self.mr
-                            pack = (0 if self.a.packed else rows) + (0 if self.b.packed else cols)
+                            pack = (0 if self.a.packed or self.a_direct else rows) + (0 if self.b.packed else cols)
                             loads[u % threads] += rows * cols + 4 * pack + 2000
                             u += 1
                 key = (max(loads), -(mp * np_), mp)
@@ -327,7 +330,7 @@ class _Body:
         self.A, self.B, self.C = ptrs[:3]
         self.E = ptrs[3:]
         mc, nc = p.mc_panels * p.mr, p.nc_panels * p.nr
-        self.abuf = None if p.a.packed else b.alloca(ir.ArrayType(F32, mc * p.kc), name="apack")
+        self.abuf = None if p.a.packed or p.a_direct else b.alloca(ir.ArrayType(F32, mc * p.kc), name="apack")
         self.bbuf = None if p.b.packed else b.alloca(ir.ArrayType(F32, nc * p.kc), name="bpack")
         for buf in (self.abuf, self.bbuf):
             if buf is not None:
@@ -367,7 +370,8 @@ class _Body:
             kc = self.smin(_c(p.kc), b.sub(_c(p.kp), pc))
             first = b.icmp_signed("==", pc, _c(0))
             last = b.icmp_signed("==", b.add(pc, kc), _c(p.kp))
-            if not p.a.packed:
+            self.pc, self.a_base = pc, ab
+            if not p.a.packed and not p.a_direct:
                 self.pack_a(ab, m0, m1, pc, kc)
             if not p.b.packed:
                 self.pack_b(bb, n0, n1, pc, kc)
@@ -383,6 +387,8 @@ class _Body:
                     if p.a.packed:
                         panel = b.add(b.mul(bi, _c(p.m_panels)), b.udiv(ir_, _c(p.mr)))
                         aptr = self.fptr(self.A, b.add(b.mul(panel, _c(p.kp * p.mr)), b.mul(pc, _c(p.mr))))
+                    elif p.a_direct:
+                        aptr = None
                     else:
                         aptr = self.fptr(self.abuf, b.mul(b.sub(ir_, m0), kc))
                     self.tile(aptr, bptr, kc, cb, bi, ir_, jr, first, last)
@@ -520,7 +526,16 @@ class _Body:
             for r in range(p.mr):
                 for j in range(p.nv):
                     self.prefetch(cptrs[r][j])
-        acc = self.fma_loop(aptr, bptr, kc, init)
+        if p.a_direct:  # A read in place: MR row pointers, exact K (no padding to read past)
+            rows = [self.fptr(self.A, b.add(self.a_base, b.add(self.at(self.t_am, b.add(m0, _c(r))), self.at(self.t_ak, self.pc)))) for r in range(p.mr)]
+            kreal = self.smin(kc, b.sub(_c(p.k), self.pc))
+            main = b.and_(kreal, _c(~(KU - 1)))
+            a_at = lambda r, k: self.fptr(rows[r], k)  # noqa: E731
+            acc = self.fma_loop(a_at, bptr, _c(0), main, KU, init)
+            acc = self.fma_loop(a_at, bptr, main, kreal, 1, acc)
+        else:
+            a_at = lambda r, k: self.fptr(aptr, b.add(b.mul(k, _c(p.mr)), _c(r)))  # noqa: E731
+            acc = self.fma_loop(a_at, bptr, _c(0), kc, KU, init)
         # Store: raw partial sums, or on the last K block the epilogue's values.
         def store(epilogue: bool) -> None:
             for r in range(p.mr):
@@ -542,7 +557,8 @@ class _Body:
             fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32]), "llvm.prefetch.p0")
         self.b.call(fn, [ptr, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
-    def fma_loop(self, aptr: ir.Value, bptr: ir.Value, kc: ir.Value, init: list[ir.Value]) -> list[ir.Value]:
+    def fma_loop(self, a_at, bptr: ir.Value, start: ir.Value, stop: ir.Value, unroll: int, init: list[ir.Value]) -> list[ir.Value]:
+        """Rank-1 updates for k in [start, stop), `unroll` per iteration; `a_at(r, k)` points at A[r, k]."""
         p, b, v = self.p, self.b, self.v
         pre = b.block
         head = self.fn.append_basic_block("k.head")
@@ -551,29 +567,28 @@ class _Body:
         b.branch(head)
         b.position_at_end(head)
         k = b.phi(I64, name="k")
-        k.add_incoming(_c(0), pre)
+        k.add_incoming(start, pre)
         accs = []
         for value in init:
             phi = b.phi(v.vf)
             phi.add_incoming(value, pre)
             accs.append(phi)
-        b.cbranch(b.icmp_signed("<", k, kc), body, done)
+        b.cbranch(b.icmp_signed("<", k, stop), body, done)
         b.position_at_end(body)
         cur: list[ir.Value] = list(accs)
-        for u in range(KU):
+        for u in range(unroll):
             ku = b.add(k, _c(u))
             bvec = [
                 b.load(self.fptr(bptr, b.add(b.mul(ku, _c(p.nr)), _c(j * p.lanes))), typ=v.vf, align=64)
                 for j in range(p.nv)
             ]
             for r in range(p.mr):
-                a = b.load(self.fptr(aptr, b.add(b.mul(ku, _c(p.mr)), _c(r))), typ=F32)
-                s = v.splat(a)
+                s = v.splat(b.load(a_at(r, ku), typ=F32))
                 for j in range(p.nv):
                     cur[r * p.nv + j] = v.fma(s, bvec[j], cur[r * p.nv + j])
         for phi, value in zip(accs, cur):
             phi.add_incoming(value, body)
-        k.add_incoming(b.add(k, _c(KU)), body)
+        k.add_incoming(b.add(k, _c(unroll)), body)
         b.branch(head)
         b.position_at_end(done)
         return accs
