@@ -188,9 +188,8 @@ def test_qlinear_conv(rng, per_channel, with_bias):
 
 def test_quantize_dequantize_round_trip(rng):
     """A QDQ pair as quantisation tools emit it: two maps, no special ops."""
-    from onnx import helper, numpy_helper
-
     import onnx
+    from onnx import helper, numpy_helper
 
     from tests.conftest import IR_VERSION
 

@@ -21,7 +21,6 @@ from einc.passes.onnx_to_ein.common import (
     Node,
     Unsupported,
     axis_vars,
-    broadcast_indices,
     shape_of,
 )
 
