@@ -40,3 +40,47 @@ func.func @attention_pieces(%x: tensor<2x8x16xf32>, %w: tensor<16x4xf32>, %s: te
   %r = onnx.Reshape(%t, %s) : (tensor<8x2x4xf32>, tensor<2xi64>) -> tensor<8x8xf32>
   func.return %r : tensor<8x8xf32>
 }
+
+// -----
+
+// If on a run-time condition: the branches move into an ein.if and their onnx
+// ops lower in place, reading the outer %x directly. The importer puts the
+// subgraphs in attribute-name order; the attributes say which region is which.
+// CHECK-LABEL: func.func @if_runtime
+// CHECK:       %[[R:.+]] = ein.if %{{.*}} : tensor<i1> -> (tensor<4xf32>) {
+// CHECK-NEXT:    %[[E:.+]] = ein.einsum (%[[X:.+]][i0]) -> [i0] map "exp($0)"
+// CHECK-NEXT:    ein.yield %[[E]] : tensor<4xf32>
+// CHECK-NEXT:  } else {
+// CHECK-NEXT:    %[[N:.+]] = ein.einsum (%[[X]][i0]) -> [i0] map "-$0"
+// CHECK-NEXT:    ein.yield %[[N]] : tensor<4xf32>
+// CHECK-NEXT:  }
+// CHECK-NEXT:  func.return %[[R]]
+func.func @if_runtime(%c: tensor<i1>, %x: tensor<4xf32>) -> tensor<4xf32> {
+  %y = onnx.If(%c) {else_branch = 0 : i64, then_branch = 1 : i64} : (tensor<i1>) -> tensor<4xf32> {
+    %e = onnx.Neg(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    onnx.yield %e : tensor<4xf32>
+  } {
+    %t = onnx.Exp(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    onnx.yield %t : tensor<4xf32>
+  }
+  func.return %y : tensor<4xf32>
+}
+
+// -----
+
+// If on a compile-time condition: the taken branch is inlined; no ein.if remains.
+// CHECK-LABEL: func.func @if_known
+// CHECK-NOT:   ein.if
+// CHECK:       %[[N:.+]] = ein.einsum (%{{.*}}[i0]) -> [i0] map "-$0"
+// CHECK-NEXT:  func.return %[[N]]
+func.func @if_known(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %c = ein.constant dense<false> : tensor<i1>
+  %y = onnx.If(%c) {else_branch = 0 : i64, then_branch = 1 : i64} : (tensor<i1>) -> tensor<4xf32> {
+    %e = onnx.Neg(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    onnx.yield %e : tensor<4xf32>
+  } {
+    %t = onnx.Exp(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    onnx.yield %t : tensor<4xf32>
+  }
+  func.return %y : tensor<4xf32>
+}
