@@ -102,7 +102,13 @@ class GemmPlan:
         self.a = tables(spec["a"], "m", "k")
         # An activation A with K contiguous is read in place (rows are streams the
         # prefetcher follows): packing it cost ~10% of a 64-row layer.
-        self.a_direct = not self.a.packed and _contiguous(self.a.k, 0, self.k) and spec.get("direct_a", True)
+        # Not when its rows fall into few L1 sets (a row stride near a multiple of 4 KiB):
+        # 14 rows in one 12-way set thrash, and packing wins (sgemm 1024: 86 -> 250 GFLOP/s).
+        sets = {(int(off) * 4 // 64) % 64 for off in self.a.r[: self.mr]}
+        self.a_direct = (
+            not self.a.packed and _contiguous(self.a.k, 0, self.k) and len(sets) * 2 >= min(self.mr, len(self.a.r))
+            and spec.get("direct_a", True)
+        )
         self.b = tables(spec["b"], "n", "k")
         self.c = tables(spec["c"], "m", "n")
         if not np.array_equal(self.c.k, np.arange(self.n)):
@@ -110,6 +116,7 @@ class GemmPlan:
         epi = spec.get("epilogue") or {}
         self.epilogue = mapexpr.parse(epi.get("map", "$0"))
         self.extra = [tables(e, "m", "n") for e in epi.get("inputs", [])]
+        self.mc_inner = max(self.mr, int(t.get("mc", 8 * self.mr)) // self.mr * self.mr)
         self.mc_panels, self.nc_panels = self._split(int(t.get("mc", 8 * self.mr)), int(t.get("nc", 16 * self.nr)), int(spec.get("threads", 1)))
 
     # -- work split ------------------------------------------------------------------
@@ -132,8 +139,8 @@ class GemmPlan:
         best: tuple[float, int, int] | None = None
         max_mp, max_np = max(1, mc // self.mr), max(1, nc // self.nr)
         for mp in sorted({-(-self.m_panels // j) for j in range(1, self.m_panels + 1)}):
-            if mp > max_mp:
-                continue
+            if mp > max_mp and (self.b.packed or mp != self.m_panels):
+                continue  # a B packed at run time is packed once per unit: units then span all of M
             for np_ in sorted({-(-self.n_panels // j) for j in range(1, self.n_panels + 1)}):
                 if np_ > max_np:
                     continue
@@ -330,7 +337,7 @@ class _Body:
         self.A, self.B, self.C = ptrs[:3]
         self.E = ptrs[3:]
         mc, nc = p.mc_panels * p.mr, p.nc_panels * p.nr
-        self.abuf = None if p.a.packed or p.a_direct else b.alloca(ir.ArrayType(F32, mc * p.kc), name="apack")
+        self.abuf = None if p.a.packed or p.a_direct else b.alloca(ir.ArrayType(F32, p.mc_inner * p.kc), name="apack")
         self.bbuf = None if p.b.packed else b.alloca(ir.ArrayType(F32, nc * p.kc), name="bpack")
         for buf in (self.abuf, self.bbuf):
             if buf is not None:
@@ -360,10 +367,10 @@ class _Body:
         self.unit(bi, b.mul(jn, _c(nc)), b.mul(im, _c(mc)))
         b.ret_void()
 
-    def unit(self, bi: ir.Value, n0: ir.Value, m0: ir.Value) -> None:
+    def unit(self, bi: ir.Value, n0: ir.Value, m_lo: ir.Value) -> None:
         p, b = self.p, self.b
         n1 = self.smin(b.add(n0, _c(p.nc_panels * p.nr)), _c(p.n))
-        m1 = self.smin(b.add(m0, _c(p.mc_panels * p.mr)), _c(p.m))
+        m_hi = self.smin(b.add(m_lo, _c(p.mc_panels * p.mr)), _c(p.m))
         ab, bb, cb = self.at(self.t_ab, bi), self.at(self.t_bb, bi), self.at(self.t_cb, bi)
 
         def kblock(pc: ir.Value) -> None:
@@ -371,10 +378,15 @@ class _Body:
             first = b.icmp_signed("==", pc, _c(0))
             last = b.icmp_signed("==", b.add(pc, kc), _c(p.kp))
             self.pc, self.a_base = pc, ab
-            if not p.a.packed and not p.a_direct:
-                self.pack_a(ab, m0, m1, pc, kc)
             if not p.b.packed:
                 self.pack_b(bb, n0, n1, pc, kc)
+            # GotoBLAS order: B's block packed once per K block, then the unit's rows in
+            # blocks of MC (each A block packed once and kept in L2).
+            self.loop(m_lo, m_hi, p.mc_inner, lambda mb: mblock(mb, self.smin(b.add(mb, _c(p.mc_inner)), m_hi), pc, kc, first, last), "ic")
+
+        def mblock(m0: ir.Value, m1: ir.Value, pc: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value) -> None:
+            if not p.a.packed and not p.a_direct:
+                self.pack_a(ab, m0, m1, pc, kc)
 
             def col(jr: ir.Value) -> None:
                 if p.b.packed:
