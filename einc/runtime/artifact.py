@@ -72,11 +72,10 @@ class SharedLibrary:
 class CompiledModel:
     """A model compiled by einc, ready to run: `run(feeds) -> outputs`."""
 
-    def __init__(self, manifest: dict[str, Any], code: bytes, weights: bytes, library: bytes | None = None):
+    def __init__(self, manifest: dict[str, Any], code: bytes, weights: bytes | np.ndarray, library: bytes | None = None):
         self.manifest = manifest
         self._code_bytes = code
         self._library_bytes = library
-        self._weights_bytes = weights
         self.inputs: list[dict[str, Any]] = manifest["inputs"]
         self.outputs: list[dict[str, Any]] = manifest["outputs"]
         if library is not None:
@@ -90,12 +89,11 @@ class CompiledModel:
             self._release = self._code.function("einc_release", None)
         except (KeyError, AttributeError):
             self._release = None
-        try:  # code with a thread pool exports einc_release: its workers stop before the code goes
-            self._release = self._code.function("einc_release", None)
-        except (KeyError, AttributeError):
-            self._release = None
-        self._weights = _aligned_empty(len(weights))
-        self._weights[:] = np.frombuffer(weights, dtype=np.uint8)
+        if isinstance(weights, np.ndarray) and weights.ctypes.data % ALIGNMENT == 0:
+            self._weights = weights  # read straight into place by load(): held once
+        else:
+            self._weights = _aligned_empty(len(weights))
+            self._weights[:] = np.frombuffer(weights, dtype=np.uint8)
         self._arena = _aligned_empty(max(1, manifest["arena_bytes"]))
         buffers = manifest["buffers"]
         self._table = (ctypes.c_void_p * max(1, len(buffers)))()
@@ -108,10 +106,6 @@ class CompiledModel:
                 self._table[slot] = self._arena.ctypes.data + buf["offset"]
             else:
                 self._slots[(role, buf["name"])] = slot
-
-    def __del__(self) -> None:
-        if getattr(self, "_release", None) is not None:
-            self._release()
 
     def __del__(self) -> None:
         if getattr(self, "_release", None) is not None:
@@ -166,7 +160,7 @@ class CompiledModel:
         (root / CODE).write_bytes(self._code_bytes)
         if self._library_bytes is not None:
             (root / LIBRARY).write_bytes(self._library_bytes)
-        (root / WEIGHTS).write_bytes(self._weights_bytes)
+        (root / WEIGHTS).write_bytes(memoryview(self._weights))
 
 
 def load(path: str | os.PathLike[str]) -> CompiledModel:
@@ -175,7 +169,9 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
     try:
         manifest = json.loads((root / MANIFEST).read_text())
         code = (root / CODE).read_bytes()
-        weights = (root / WEIGHTS).read_bytes()
+        weights = _aligned_empty((root / WEIGHTS).stat().st_size)
+        with open(root / WEIGHTS, "rb") as f:
+            f.readinto(memoryview(weights))
         library = (root / LIBRARY).read_bytes() if (root / LIBRARY).exists() else None
     except FileNotFoundError as err:
         raise EincError(f"not an einc artifact: {err.filename} is missing", file=str(root)) from None

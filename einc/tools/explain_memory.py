@@ -68,12 +68,16 @@ def text(data: dict, picture: str | None) -> str:
         f"  lower bound     {_mib(data['lower_bound_bytes'])}: the most bytes live at one step",
         f"  ratio           {data['ratio']:.3f}{' (optimal)' if data['optimal'] else ''}",
         f"  algorithm       {data['algorithm']}, schedule {data['schedule']}",
-        f"  buffers         {data['buffers']} in the arena, {data['in_place']} outputs written in place; "
-        f"{_mib(data['no_reuse_bytes'])} without reuse",
+        (
+            f"  buffers         {data['buffers']} in the arena, {data['in_place']} outputs written in place; "
+            f"{_mib(data['no_reuse_bytes'])} without reuse"
+        ),
         "  planners        " + ", ".join(f"{k} {v}" for k, v in data["algorithms"].items()),
         "  schedules       " + ", ".join(f"{k} {v['arena_bytes']} (bound {v['lower_bound_bytes']})" for k, v in data["schedules"].items()),
-        "  memory levels   " + ", ".join(f"{k} serves {v}" for k, v in data["levels"]["served_bytes"].items())
-        + f" bytes ({data['levels']['dram_only_bytes']} from DRAM with no caches)",
+        (
+            "  memory levels   " + ", ".join(f"{k} serves {v}" for k, v in data["levels"]["served_bytes"].items())
+            + f" bytes ({data['levels']['dram_only_bytes']} from DRAM with no caches)"
+        ),
     ]
     if picture:
         lines.append(f"  picture         {picture}")

@@ -48,7 +48,7 @@ from tests.conftest import IR_VERSION, ort_run
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
-from make_models import make_attention, make_mlp  # noqa: E402
+from make_models import make_attention, make_mlp
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -167,15 +167,14 @@ def test_pass_records_the_plan_and_lowering_takes_it():
 def test_a_stale_plan_is_caught_before_lowering():
     module, fn = _main(CHAIN)
     MemPlan(reorder=False).apply(make_context(), module)
-    ops = list(fn.body.block.ops)
-    b, c = ops[2], ops[3]
-    c.attributes["einc.offset"] = ops[0].attributes["einc.offset"]  # a is still live
-    del c.attributes["einc.inplace"]
     from xdsl.utils.exceptions import PassFailedException
 
+    ops = list(fn.body.block.ops)
+    c = ops[3]
+    c.attributes["einc.offset"] = ops[0].attributes["einc.offset"]  # on a's bytes while a is live
+    del c.attributes["einc.inplace"]
     with pytest.raises((PassFailedException, OverlapError)):
         Pipeline("lower-ein-to-loops").apply(module)
-    del b
 
 
 # -- models ------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def _min_memory(fn: func.FuncOp) -> list[Operation]:
 
 
 def _depth_first(fn: func.FuncOp) -> list[Operation]:
-    producers, preds, returned = _graph(fn)
+    producers, preds, _ = _graph(fn)
     weight: dict[Operation, int] = {}
     for op in producers:  # program order is topological
         weight[op] = sum(nbytes(r) for r in op.results) + sum(weight[p] for p in preds[op])
