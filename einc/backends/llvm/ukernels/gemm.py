@@ -45,6 +45,8 @@ from einc.ir import mapexpr
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 KU = 4
+STACK_BLOCK = 1 << 20
+"""Largest B block packed at run time (on the stack of a thread with 8 MiB)."""
 """K is padded to a multiple of KU in packed operands; the FMA loop is unrolled by it."""
 
 
@@ -138,6 +140,8 @@ class GemmPlan:
         """
         best: tuple[float, int, int] | None = None
         max_mp, max_np = max(1, mc // self.mr), max(1, nc // self.nr)
+        if not self.b.packed:  # the packed B block lives on the thread's stack: at most STACK_BLOCK bytes
+            max_np = max(1, min(max_np, STACK_BLOCK // (self.kc * self.nr * 4)))
         for mp in sorted({-(-self.m_panels // j) for j in range(1, self.m_panels + 1)}):
             if mp > max_mp and (self.b.packed or mp != self.m_panels):
                 continue  # a B packed at run time is packed once per unit: units then span all of M
@@ -430,7 +434,19 @@ class _Body:
                 value = b.load(self.fptr(self.A, b.add(base, self.at(self.t_ak, kg))), typ=F32)
                 b.store(b.select(ok, value, ir.Constant(F32, 0.0)), self.fptr(self.abuf, b.add(dst0, b.mul(kk, _c(mr)))))
 
-            self.loop(_c(0), kc, 1, k, "pak")
+            def k_vector(kk: ir.Value) -> None:
+                """16 k of one row in one load (K contiguous), stored MR apart."""
+                src = self.fptr(self.A, b.add(b.add(base, self.at(self.t_ak, pc)), kk))
+                value = b.select(inside, b.load(src, typ=self.v.vf, align=4), self.v.const(0.0))
+                for i in range(p.lanes):
+                    at = b.add(dst0, b.mul(b.add(kk, _c(i)), _c(mr)))
+                    b.store(b.extract_element(value, ir.Constant(I32, i)), self.fptr(self.abuf, at))
+
+            start = _c(0)
+            if _contiguous(p.a.k, 0, p.k):
+                start = b.and_(self.smin(kc, b.sub(_c(p.k), pc)), _c(~(p.lanes - 1)))
+                self.loop(_c(0), start, p.lanes, k_vector, "pav")
+            self.loop(start, kc, 1, k, "pak")
 
         mpad = b.add(m0, b.mul(b.udiv(b.add(b.sub(m1, m0), _c(mr - 1)), _c(mr)), _c(mr)))
         self.loop(m0, mpad, 1, row, "pam")
