@@ -86,7 +86,7 @@ def epilogue_step(op: Operation, members: set[SSAValue], shape: Attribute) -> st
     if not isinstance(op, EinsumOp):
         return f"read by {op.name}"
     if op.reduce_op is not None:
-        return "read by a reduction"
+        return "read by a reduction (a reduce or the next contraction)"
     if op.result_type() != shape:
         return "read by an einsum of another shape"
     if not all(_f32(v) for v in [*op.inputs, op.output]):

@@ -71,7 +71,28 @@ def analyse(model: str | os.PathLike[str] | onnx.ModelProto, input_shapes: dict[
     before = _describe(cascades(_main(module)), _names(_main(module)))
     Pipeline(REWRITES).apply(module)
     after = _describe(cascades(_main(module)), _names(_main(module)))
-    return {"rewrites": REWRITES.split(","), "before": before, "after": after}
+    Pipeline("fuse,tile").apply(module)
+    return {"rewrites": REWRITES.split(","), "before": before, "after": after, "groups": _groups(module)}
+
+
+def _groups(module: ModuleOp) -> list[dict[str, Any]]:
+    """The kernels `fuse` makes (einc/passes/fuse.py), each with its einsums' maps and why."""
+    from einc.ir.ein import EinsumOp, GroupOp
+
+    found = []
+    for op in _main(module).body.block.ops:
+        if isinstance(op, GroupOp):
+            tile = op.attributes.get("einc.tile")
+            found.append(
+                {
+                    "kind": op.kind.data,
+                    "output": op.outputs[0].name_hint or "",
+                    "maps": [e.map.data + (f" reduce {e.reduce_op}" if e.reduce_op else "") for e in op.body.block.ops if isinstance(e, EinsumOp)],
+                    "why": op.attributes["einc.why"].data if "einc.why" in op.attributes else "",  # type: ignore[attr-defined]
+                    "tile": {k: v.value.data for k, v in tile.data.items()} if tile is not None else {},  # type: ignore[attr-defined]
+                }
+            )
+    return found
 
 
 def _render(title: str, found: list[dict[str, Any]]) -> list[str]:
@@ -96,4 +117,9 @@ def explain(model: str | os.PathLike[str] | onnx.ModelProto, input_shapes: dict[
     lines = _render("as the ONNX ops define them:", data["before"])
     lines += [""] + _render(f"after einc's rewrites ({', '.join(data['rewrites'])}):", data["after"])
     lines += ["", f"most passes over one rank: {most_before} before, {most_after} after"]
+    lines += ["", f"fused groups (fuse, tile): {len(data['groups'])}"]
+    for n, g in enumerate(data["groups"], 1):
+        tile = " ".join(f"{k}={v}" for k, v in g["tile"].items())
+        lines.append(f"  {n}. {g['kind']} -> {g['output']}: {'; '.join(g['maps'])}" + (f"  [{tile}]" if tile else ""))
+        lines.append(f"     why: {g['why']}")
     return "\n".join(lines) + "\n"

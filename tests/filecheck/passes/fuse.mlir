@@ -22,7 +22,7 @@ func.func @dense(%x: tensor<4x8xf32>, %w: tensor<3x8xf32>, %b: tensor<3xf32>) ->
 // A reduction reading the product ends the chain: the group is the product alone.
 // CHECK-LABEL: func.func @then_reduce
 // CHECK:       %[[G:.+]] = ein.group "contraction"
-// CHECK-SAME:  the chain ends: read by a reduction
+// CHECK-SAME:  the chain ends: read by a reduction (a reduce or the next contraction)
 // CHECK:       ein.yield
 // CHECK-NEXT:  }
 // CHECK-NEXT:  ein.einsum (%[[G]][i, j]) -> [i] reduce max
