@@ -38,7 +38,7 @@ OFFSET = "einc.offset"
 OFFSETS = "einc.offsets"
 INPLACE = "einc.inplace"
 MEMPLAN = "einc.memplan"
-ALGORITHMS = (*ORDERS, "exact")
+ALGORITHMS = (*ORDERS, "local-search", "exact")
 
 
 @dataclass
@@ -72,8 +72,8 @@ def plan_function(
     if algorithm != "best" and algorithm not in ALGORITHMS:
         raise PassFailedException(f"memplan: unknown algorithm '{algorithm}', expected best or one of {', '.join(ALGORITHMS)}")
     names = None if algorithm == "best" else [algorithm]
-    if algorithm == "exact":
-        names = [*ORDERS, "exact"]  # the search starts from the greedy bound
+    if algorithm in ("local-search", "exact"):
+        names = [*ORDERS, algorithm]  # the searches start from the greedy plan
     opaque = any(not isinstance(op, PRODUCERS + VIEWS + DEFINITIONS) for op in fn.body.block.ops if op is not fn.body.block.last_op)
     candidates = schedules(fn) if reorder and not opaque else {"program": None}  # control flow: keep its order
     greedy_names = [n for n in (names or ORDERS) if n in ORDERS]

@@ -13,6 +13,9 @@ exact search for small instances:
   greedy-by-lifetime  longest-lived first (XLA's temporal order)
   greedy-by-breadth   the busiest step first, its buffers largest first (TFLite)
   linear-scan         program order, as an allocator would see them at run time
+  local-search        the best greedy order, perturbed by random swaps (seeded, a
+                      fixed number of tries) while the arena does not grow: one
+                      swap often closes the last gap to the lower bound
   exact               depth-first search over canonical placements (MiniMalloc):
                       buffers are placed in non-decreasing offset order, each at
                       its lowest fit; some order of that kind reaches every
@@ -24,6 +27,8 @@ interval sets at it.
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
@@ -262,22 +267,59 @@ class _Search:
                 return
 
 
+def local_search(
+    buffers: Sequence[Buffer], start: Placement, adjacent: list[list[int]], floor: int, tries: int | None = None
+) -> Placement:
+    """Swap buffers in the winning greedy order at random, keeping changes that do not grow the arena.
+
+    Deterministic (a fixed seed and number of tries, fewer for large instances),
+    so artifacts stay byte-identical; stops at the lower bound.
+    """
+    n = len(buffers)
+    if n < 2 or start.arena <= floor:
+        return start
+    tries = max(50, min(2_000, 200_000 // n)) if tries is None else tries
+    rng = random.Random(n)
+    order = ORDERS[start.algorithm](buffers) if start.algorithm in ORDERS else sorted(range(n), key=lambda i: start.offsets[i])
+    best, best_offsets = start.arena, list(start.offsets)
+    for _ in range(tries):
+        trial = list(order)
+        for _ in range(rng.randrange(1, 4)):
+            i, j = rng.randrange(n), rng.randrange(n)
+            trial[i], trial[j] = trial[j], trial[i]
+        for best_fit in (True, False):
+            offsets = place_in_order(buffers, trial, adjacent, best_fit)
+            arena = max(o + b.size for o, b in zip(offsets, buffers))
+            if arena <= best:
+                improved = arena < best
+                order, best, best_offsets = trial, arena, offsets
+                if improved:
+                    break
+        if best <= floor:
+            break
+    if best >= start.arena:
+        return start
+    return Placement("local-search", tuple(best_offsets), best, best <= floor)
+
+
 def exact(
     buffers: Sequence[Buffer],
     upper: Placement | None = None,
     node_budget: int = 20_000,
-    time_budget: float = 0.25,
+    time_budget: float | None = None,
     adjacent: list[list[int]] | None = None,
 ) -> Placement:
     """Search canonical placements depth-first for an arena below `upper`'s.
 
     Returns the best placement found (`upper` itself when nothing beats it),
-    marked optimal when the search finished within its budget of nodes and time.
+    marked optimal when the search finished within its budget of nodes (and of
+    time, if given: a time limit makes the result depend on the machine's load).
     """
     adjacent = conflicts(buffers) if adjacent is None else adjacent
     floor = lower_bound(buffers)
     best = upper.arena if upper is not None else sum(b.size for b in buffers) + ALIGNMENT
-    search = _Search(buffers, adjacent, best, floor, node_budget, time.perf_counter() + time_budget)
+    deadline = math.inf if time_budget is None else time.perf_counter() + time_budget
+    search = _Search(buffers, adjacent, best, floor, node_budget, deadline)
     search.run()
     proved = not search.exhausted
     if search.best_offsets is not None:
@@ -301,9 +343,9 @@ def plan(
     algorithms: Sequence[str] | None = None,
     exact_limit: int = 64,
     node_budget: int = 20_000,
-    time_budget: float = 0.25,
+    time_budget: float | None = None,
 ) -> PlanResult:
-    """Run the greedy planners, then the exact search on small instances; keep the smallest arena.
+    """Run the greedy planners, local search, then the exact search on small instances; keep the smallest arena.
 
     Ties go to the planner listed first (greedy-by-size), so results are stable.
     """
@@ -314,6 +356,8 @@ def plan(
     best = min(results.values(), key=lambda p: p.arena, default=None)
     if best is not None and best.arena <= floor:
         best = Placement(best.algorithm, best.offsets, best.arena, True)
+    if best is not None and (algorithms is None or "local-search" in algorithms) and best.arena > floor:
+        results["local-search"] = best = local_search(buffers, best, adjacent, floor)
     want_exact = algorithms is None or "exact" in algorithms
     ran = want_exact and len(buffers) <= exact_limit and (best is None or best.arena > floor)
     if ran:
