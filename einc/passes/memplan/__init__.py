@@ -192,7 +192,7 @@ class MemPlan(ModulePass):
     """The exact search runs on functions with at most this many arena buffers."""
 
     exact_nodes: int = 20_000
-    """Node budget of the exact search (it also stops after 0.25 s)."""
+    """Node budget of the exact search (no time limit: the same model gives the same plan)."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for fn in op.ops:
