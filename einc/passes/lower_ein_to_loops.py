@@ -240,8 +240,9 @@ class _Emitter:
     def scalar(self, value: float, ty: Attribute) -> SSAValue:
         if isinstance(ty, IntegerType):
             width = ty.width.data
-            if width == 1:
-                return self.emit(arith.ConstantOp(IntegerAttr(-1 if value else 0, i1)))
+            if width == 1:  # -inf (max's identity) is false, +inf (min's) true
+                truth = value > 0 if pymath.isinf(value) else bool(value)
+                return self.emit(arith.ConstantOp(IntegerAttr(-1 if truth else 0, i1)))
             if pymath.isinf(value):
                 value = -(2 ** (width - 1)) if value < 0 else 2 ** (width - 1) - 1
             return self.emit(arith.ConstantOp(IntegerAttr(int(value), ty)))

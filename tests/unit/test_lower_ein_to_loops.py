@@ -172,3 +172,14 @@ def test_groups_without_a_kernel_run_as_their_einsums():
         np.maximum(x @ w.T + b, 0),
         rtol=1e-5,
     )
+
+
+def test_bool_reductions_start_from_their_identities():
+    x = np.array([[False, False], [True, False]])
+    text = """
+    func.func @main(%x: tensor<2x2xi1>) -> (tensor<2xi1>, tensor<2xi1>) {
+      %0 = ein.einsum (%x[i, j]) -> [i] reduce max : (tensor<2x2xi1>) -> tensor<2xi1>
+      %1 = ein.einsum (%x[i, j]) -> [i] reduce min : (tensor<2x2xi1>) -> tensor<2xi1>
+      func.return %0, %1 : tensor<2xi1>, tensor<2xi1>
+    }"""
+    compile_and_compare(text, x)
