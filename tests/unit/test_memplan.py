@@ -102,14 +102,16 @@ def test_exact_search_finds_the_optimum(buffers):
 
 
 def test_exact_search_beats_greedy_where_greedy_errs():
-    # Largest-first best fit puts the two 2-unit buffers side by side and the
-    # 3-unit ones cannot share; the optimum stacks them differently.
+    # Found by a random search: every greedy order leaves a 3-unit hole that
+    # the optimum (10 units, at the lower bound here) avoids.
     u = ALIGNMENT
-    buffers = [Buffer("a", 3 * u, 0, 1), Buffer("b", 3 * u, 2, 3), Buffer("c", 2 * u, 1, 2), Buffer("d", 2 * u, 0, 0), Buffer("e", 2 * u, 3, 3), Buffer("f", u, 0, 3)]
+    spans = [(3, 3, 6), (3, 2, 5), (2, 0, 3), (4, 4, 4), (5, 1, 2)]
+    buffers = [Buffer(f"b{i}", size * u, start, end) for i, (size, start, end) in enumerate(spans)]
     greedy_best = min(greedy(buffers, name).arena for name in ORDERS)
-    result = plan(buffers)
-    check_plan(buffers, result.best.offsets, result.best.arena)
-    assert result.best.arena == _optimum(buffers) <= greedy_best
+    searched = exact(buffers, greedy(buffers, "greedy-by-size"))
+    check_plan(buffers, searched.offsets, searched.arena)
+    assert searched.algorithm == "exact" and searched.optimal
+    assert searched.arena == _optimum(buffers) == 10 * u < greedy_best == 13 * u
 
 
 def test_checker_rejects_overlap_and_misalignment():
