@@ -10,6 +10,7 @@ generators (ukernels/), in the same module, so LLVM optimises them together.
 
 from __future__ import annotations
 
+import re
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -22,6 +23,7 @@ from xdsl.ir import Operation, SSAValue
 
 from einc.backends.llvm.extra_ops import CAST_INSTRUCTIONS
 from einc.backends.llvm.ukernels import SPEC_ATTR, define
+from einc.backends.llvm.ukernels.vector import VectorEmitter
 from einc.runtime.jit import host_target_machine
 
 llvm.initialize_native_target()
@@ -87,9 +89,42 @@ def compile_to_object(module: ModuleOp | ir.Module, opt_level: int = 3) -> bytes
     mod.data_layout = str(tm.target_data)
     mod.verify()
     if opt_level > 0:
-        tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
-        tuning.loop_vectorization = True
-        tuning.slp_vectorization = True
-        builder = llvm.create_pass_builder(tm, tuning)
-        builder.getModulePassManager().run(mod, builder)
+        _optimise(mod, tm, opt_level)
+        text = str(mod)
+        if "@llvm.exp.v" in text:  # vectorised exp: inline polynomials, not one libm call per lane
+            mod = llvm.parse_assembly(vector_exp(text))
+            mod.verify()
+            _optimise(mod, tm, opt_level)
     return tm.emit_object(mod)
+
+
+def _optimise(mod: llvm.ModuleRef, tm: llvm.TargetMachine, opt_level: int) -> None:
+    tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    builder = llvm.create_pass_builder(tm, tuning)
+    builder.getModulePassManager().run(mod, builder)
+
+
+_EXP_CALL = re.compile(r"@llvm\.exp\.v(\d+)f32\(")
+_DECLARE = re.compile(r"^declare .*@(llvm\.[\w.]+)\(.*$", re.M)
+
+
+def vector_exp(text: str) -> str:
+    """Calls of `llvm.exp.vNf32` (what the loop vectoriser makes of scalar exp) replaced by
+    internal polynomial functions (ukernels/vector.py): LLVM would otherwise lower each to
+    N calls of libm's expf, which made softmax's exponentials most of an attention block."""
+    widths = sorted({int(w) for w in _EXP_CALL.findall(text)})
+    text = re.sub(r"^declare .*@llvm\.exp\.v\d+f32\(.*$", "", text, flags=re.M)
+    text = _EXP_CALL.sub(lambda m: f"@einc.exp.v{m.group(1)}f32(", text)
+    declared = set(_DECLARE.findall(text))
+    extra = ir.Module()
+    for lanes in widths:
+        vf = ir.VectorType(ir.FloatType(), lanes)
+        fn = ir.Function(extra, ir.FunctionType(vf, [vf]), f"einc.exp.v{lanes}f32")
+        fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block())
+        b.ret(VectorEmitter(b, lanes).exp(fn.args[0]))
+    lines = [line for line in str(extra).splitlines() if not line.startswith(("target", "; ModuleID", "source_filename"))]
+    lines = [line for line in lines if not (line.startswith("declare") and any(f"@\"{d}\"" in line or f"@{d}(" in line for d in declared))]
+    return text + "\n" + "\n".join(lines) + "\n"

@@ -45,6 +45,8 @@ from einc.ir import mapexpr
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 KU = 4
+SERIAL_FLOPS = 4_000_000
+"""Contractions smaller than this run on the calling thread alone (a few microseconds)."""
 STACK_BLOCK = 1 << 20
 """Largest B block packed at run time (on the stack of a thread with 8 MiB)."""
 """K is padded to a multiple of KU in packed operands; the FMA loop is unrolled by it."""
@@ -140,6 +142,9 @@ class GemmPlan:
         """
         best: tuple[float, int, int] | None = None
         max_mp, max_np = max(1, mc // self.mr), max(1, nc // self.nr)
+        self.serial = 2 * self.nb * self.m * self.n * self.k < SERIAL_FLOPS or threads == 1
+        if self.serial:
+            threads = 1  # waking a worker costs more than it saves
         if not self.b.packed:  # the packed B block lives on the thread's stack: at most STACK_BLOCK bytes
             max_np = max(1, min(max_np, STACK_BLOCK // (self.kc * self.nr * 4)))
         for mp in sorted({-(-self.m_panels // j) for j in range(1, self.m_panels + 1)}):
@@ -206,11 +211,22 @@ class GemmPlan:
         args = _opaque(b.alloca(ir.ArrayType(PTR, n_args)))
         for i, arg in enumerate(fn.args):
             b.store(arg, b.gep(args, [_c(i)], source_etype=PTR))
-        if self.units > 1:
+        if self.units > 1 and not self.serial:
             b.call(add_pool(module), [body, args, _c(self.units)])
-        else:
-            b.call(body, [args, _c(0)])
-        b.ret_void()
+            b.ret_void()
+        else:  # on this thread, unit after unit
+            loop, step, done = (fn.append_basic_block(x) for x in ("units", "unit", "done"))
+            b.branch(loop)
+            b.position_at_end(loop)
+            u = b.phi(I64)
+            u.add_incoming(_c(0), fn.entry_basic_block)
+            b.cbranch(b.icmp_unsigned("<", u, _c(self.units)), step, done)
+            b.position_at_end(step)
+            b.call(body, [args, u])
+            u.add_incoming(b.add(u, _c(1)), step)
+            b.branch(loop)
+            b.position_at_end(done)
+            b.ret_void()
         _Body(self, body, module).emit()
 
 
