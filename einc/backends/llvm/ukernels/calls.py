@@ -155,6 +155,19 @@ def _weight_only_here(lowering: _FunctionLowering, value: SSAValue, group: Group
     return sym if readers == {group} else None
 
 
+def fit_register_tile(tiles: dict[str, int], m: int) -> dict[str, int]:
+    """Fewer rows than MR (a depthwise convolution has one per channel): MR = M and the
+    accumulators go to more columns instead, rather than computing 13 of 14 rows for nothing."""
+    tiles = dict(tiles)
+    if m < tiles["mr"]:
+        lanes = tiles.get("lanes", 16)
+        accumulators = tiles["mr"] * (tiles["nr"] // lanes)
+        tiles["nr"] = lanes * max(tiles["nr"] // lanes, min(8, accumulators // m))
+        tiles["mr"] = m
+        tiles["mc"] = m
+    return tiles
+
+
 class ContractionCall:
     """The handler of "contraction" groups (see GROUP_KERNELS in lower_ein_to_loops)."""
 
@@ -179,6 +192,7 @@ class ContractionCall:
             {k: v.value.data for k, v in tiles.data.items()} if isinstance(tiles, DictionaryAttr) else dict(DEFAULT_TILES)  # type: ignore[attr-defined]
         )
         spec["lanes"] = spec["tiles"].get("lanes", 16)
+        spec["tiles"] = fit_register_tile(spec["tiles"], math.prod(spec["vars"][v] for v in spec["m"]))
         from einc.backends.llvm.ukernels.pool import thread_count
 
         spec["threads"] = thread_count()
