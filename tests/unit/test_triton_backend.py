@@ -249,9 +249,13 @@ def test_deterministic_source(rng):
 
 
 def test_cli_emit_source(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    from make_models import make_mlp
+
+    onnx.save(make_mlp(), tmp_path / "mlp.onnx")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "einc.cli", "compile", str(ROOT / "examples/mlp.onnx"), "--target", "triton",
+        [sys.executable, "-m", "einc.cli", "compile", str(tmp_path / "mlp.onnx"), "--target", "triton",
          "-o", str(tmp_path / "out"), "--emit-source", str(tmp_path / "src")],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )
