@@ -45,6 +45,9 @@ from einc.ir import mapexpr
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 KU = 4
+GRAIN = 3
+"""Units per thread the split aims at: a worker that wakes late (a loaded machine)
+still finds units to take, and the caller never waits long for the last one."""
 SERIAL_FLOPS = 4_000_000
 """Contractions smaller than this run on the calling thread alone (a few microseconds)."""
 STACK_BLOCK = 1 << 20
@@ -153,7 +156,7 @@ class GemmPlan:
             for np_ in sorted({-(-self.n_panels // j) for j in range(1, self.n_panels + 1)}):
                 if np_ > max_np:
                     continue
-                loads = [0.0] * threads
+                loads = [0.0] * (threads * GRAIN if threads > 1 else 1)
                 u = 0
                 for _ in range(self.nb):
                     for jn in range(0, self.n_panels, np_):
@@ -161,7 +164,7 @@ class GemmPlan:
                         for im in range(0, self.m_panels, mp):
                             rows = min(mp, self.m_panels - im) * self.mr
                             pack = (0 if self.a.packed or self.a_direct else rows) + (0 if self.b.packed else cols)
-                            loads[u % threads] += rows * cols + 4 * pack + 2000
+                            loads[u % len(loads)] += rows * cols + 4 * pack + 2000
                             u += 1
                 key = (max(loads), -(mp * np_), mp)
                 if best is None or key < best:
