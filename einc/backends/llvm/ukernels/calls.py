@@ -210,6 +210,15 @@ class ContractionCall:
                 index = buffers[spec[which]["input"]].ref.index  # type: ignore[attr-defined]
                 old = lowering.roles[index].data
                 lowering.roles[index] = DictionaryAttr({**old, "pack": StringAttr(f"{which}:{text}")})
+        # Identical contractions (a transformer's layers) share one kernel: compile time is per kernel.
+        key = (json.dumps({k: v for k, v in spec.items() if k != "name"}, sort_keys=True), tuple(str(a.type) for a in args))
+        for op in module.ops:
+            if isinstance(op, func.FuncOp) and SPEC_ATTR in op.attributes:
+                other = json.loads(op.attributes[SPEC_ATTR].data)  # type: ignore[attr-defined]
+                other_types = tuple(str(t) for t in op.function_type.inputs)
+                if (json.dumps({k: v for k, v in other.items() if k != "name"}, sort_keys=True), other_types) == key:
+                    e.emit(func.CallOp(op.sym_name.data, args, []))
+                    return
         decl = func.FuncOp.external(name, [a.type for a in args], [])
         decl.attributes[SPEC_ATTR] = StringAttr(text)
         module.body.block.insert_op_before(decl, lowering.fn)

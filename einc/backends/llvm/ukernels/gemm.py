@@ -525,6 +525,12 @@ class _Body:
 
     def tile(self, aptr, bptr, kc, cb, bi, m0, n0, first, last) -> None:
         p, b = self.p, self.b
+        if p.m % p.mr == 0 and p.n % p.nr == 0:  # no partial tiles: no edge code to compile
+            self.tile_variant(aptr, bptr, kc, cb, bi, m0, n0, first, last, edge=False)
+            return
+        if p.m < p.mr or p.n < p.nr:  # every tile is partial
+            self.tile_variant(aptr, bptr, kc, cb, bi, m0, n0, first, last, edge=True)
+            return
         full = b.and_(
             b.icmp_signed("<=", b.add(m0, _c(p.mr)), _c(p.m)),
             b.icmp_signed("<=", b.add(n0, _c(p.nr)), _c(p.n)),
@@ -553,22 +559,26 @@ class _Body:
             [self.fptr(self.C, b.add(b.add(cb, self.at(self.t_cm, b.add(m0, _c(r)))), b.add(n0, _c(j * lanes)))) for j in range(p.nv)]
             for r in range(p.mr)
         ]
-        # Initial accumulators: zero on the first K block, else the partial sums in C.
-        pre = b.block
-        load_blk = self.fn.append_basic_block("cload")
-        start = self.fn.append_basic_block("kstart")
-        b.cbranch(first, start, load_blk)
-        b.position_at_end(load_blk)
-        loaded = [[self.vload(cptrs[r][j], masks[r][j]) for j in range(p.nv)] for r in range(p.mr)]
-        b.branch(start)
-        b.position_at_end(start)
-        init = []
-        for r in range(p.mr):
-            for j in range(p.nv):
-                phi = b.phi(v.vf)
-                phi.add_incoming(v.const(0.0), pre)
-                phi.add_incoming(loaded[r][j], load_blk)
-                init.append(phi)
+        # Initial accumulators: zero on the first K block, else the partial sums in C
+        # (with a single K block, always zero: no code for the other case).
+        single = p.kp <= p.kc
+        init: list[ir.Value] = [v.const(0.0)] * (p.mr * p.nv)
+        if not single:
+            pre = b.block
+            load_blk = self.fn.append_basic_block("cload")
+            start = self.fn.append_basic_block("kstart")
+            b.cbranch(first, start, load_blk)
+            b.position_at_end(load_blk)
+            loaded = [[self.vload(cptrs[r][j], masks[r][j]) for j in range(p.nv)] for r in range(p.mr)]
+            b.branch(start)
+            b.position_at_end(start)
+            init = []
+            for r in range(p.mr):
+                for j in range(p.nv):
+                    phi = b.phi(v.vf)
+                    phi.add_incoming(v.const(0.0), pre)
+                    phi.add_incoming(loaded[r][j], load_blk)
+                    init.append(phi)
         if not edge:  # write-allocate C's lines while the FMAs run: rows 4 KiB apart would thrash L1 sets
             for r in range(p.mr):
                 for j in range(p.nv):
@@ -594,6 +604,8 @@ class _Body:
 
         if p.epilogue == mapexpr.Input(0):
             store(False)
+        elif single:
+            store(True)
         else:
             self.if_(last, lambda: store(True), lambda: store(False))
 
