@@ -187,7 +187,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.barh(names[::-1], ratios[::-1], color=["tab:green" if r <= 1 else "tab:red" for r in ratios[::-1]])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("latency einc / onnxruntime (lower is better; 1 = parity)")
-    ax.set_xscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -3,8 +3,9 @@
 For one model: compile time cold (no cache) and cached, then the median
 latency of einc and of onnxruntime (CPUExecutionProvider, default threads =
 all cores; einc's pool also uses all cores) over many runs after warm-up,
-timed in interleaved rounds so that load from other processes falls on both
-alike; the ratio einc/onnxruntime; GFLOP/s of the contractions; the process's
+timed in interleaved rounds (with a pause between engines, so that one's
+spinning workers are asleep when the other runs) so that load from other
+processes falls on both alike; the ratio einc/onnxruntime; GFLOP/s of the contractions; the process's
 peak resident memory; and the largest difference of the outputs from
 onnxruntime's (a benchmark of wrong code is no benchmark).
 """
@@ -24,6 +25,11 @@ import numpy as np
 
 ROUNDS = 10
 """Interleaved rounds; each times every engine `runs // ROUNDS` times."""
+SETTLE = 0.05
+"""Seconds between engines in a round. onnxruntime's and einc's workers spin for a
+while after a run; without the pause the engine timed next finds the other's
+threads on the second core (measured: einc's MLP 0.56 ms alone, 1.4 ms right
+after onnxruntime)."""
 
 
 def flops(model: Any, input_shapes: dict[str, Sequence[int]] | None = None) -> int:
@@ -65,6 +71,8 @@ def _median_interleaved(engines: dict[str, Callable[[], Any]], runs: int, warmup
     per_round = max(1, runs // ROUNDS)
     for _ in range(ROUNDS):
         for name, fn in engines.items():
+            time.sleep(SETTLE)
+            fn()  # untimed: wakes this engine's threads
             for _ in range(per_round):
                 start = time.perf_counter()
                 fn()
