@@ -61,6 +61,7 @@ CASES = [
     ("conv-stride-batch", "Conv", lambda r: {"x": _f(r, 2, 6, 15, 15)}, lambda r: {"w": _f(r, 33, 6, 3, 3)}, {"strides": [2, 2]}),
     ("conv-1x1", "Conv", lambda r: {"x": _f(r, 1, 40, 7, 7)}, lambda r: {"w": _f(r, 24, 40, 1, 1), "b": _f(r, 24)}, {}),
     ("conv-grouped-depth", "Conv", lambda r: {"x": _f(r, 1, 8, 9, 9)}, lambda r: {"w": _f(r, 16, 4, 3, 3)}, {"group": 2}),
+    ("conv-image-rows", "Conv", lambda r: {"x": _f(r, 2, 4, 30, 40)}, lambda r: {"w": _f(r, 8, 4, 3, 3), "b": _f(r, 8)}, {"pads": [1, 1, 1, 1]}),
     ("conv-depthwise", "Conv", lambda r: {"x": _f(r, 1, 6, 20, 21)}, lambda r: {"w": _f(r, 6, 1, 3, 3), "b": _f(r, 6)}, {"group": 6, "pads": [1, 1, 1, 1]}),
 ]
 
