@@ -49,6 +49,9 @@ GRAIN = 1
 """Units per thread the split aims at. Measured on the quiet 2-core host: 1 beats 3 and 6
 (MLP 0.52 / 0.62 / 0.64 ms, sgemm 1024 514 / 439 / 380 GFLOP/s): each unit repeats
 packing and table set-up, and a late worker is the exception when cores are free."""
+LARGE_M = 256
+"""Above this many rows KC is at most 256; below, one deep K block avoids partial sums in C
+(MLP, 64 rows: KC 1024 0.51 ms, KC 256 0.535 ms)."""
 SERIAL_FLOPS = 4_000_000
 """Contractions smaller than this run on the calling thread alone (a few microseconds)."""
 STACK_BLOCK = 1 << 20
@@ -95,6 +98,8 @@ class GemmPlan:
         self.n = math.prod(ext[v] for v in spec["n"])
         self.k = math.prod(ext[v] for v in spec["k"])
         self.kp = -(-self.k // KU) * KU
+        if self.m > LARGE_M:  # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s)
+            self.kc = min(self.kc, 256)
         self.kc = min(self.kc, self.kp)
 
         def tables(which: dict[str, Any], row: str, col: str) -> Operand:
