@@ -8,12 +8,14 @@ and prints arena, lower bound, their ratio, the winning planner and whether the
 exact search beat every greedy planner; then it counts, over random instances,
 how often the exact search improves on the best greedy plan.
 
-Part 2 compiles each example model into an artifact, then starts fresh Python
+Part 2 compiles each example model (and with --suite each model of the CPU
+benchmark suite, sgemm included) into an artifact, then starts fresh Python
 processes that (a) load it with `einc.load` and run it once, (b) do the same with
 onnxruntime; each child reports its start-up time (interpreter start to model
 ready, imports included) and its peak resident set (VmHWM of /proc/self/status:
-ru_maxrss would carry over the parent's peak across fork and exec). Medians of
-`--repeat` processes each.
+ru_maxrss would carry over the parent's peak across fork and exec). Both children
+read the same inputs from an .npz file. Medians of `--repeat` processes each.
+The "weights" column counts initializers and Constant nodes of the ONNX file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
@@ -45,7 +48,8 @@ PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-feeds = {{'x': np.ones({shape}, np.float32)}}
+with np.load({feeds!r}) as f:
+    feeds = {{k: f[k] for k in f.files}}
 {body}
 ready = time.perf_counter() - t0
 run()
@@ -62,46 +66,92 @@ def _interpreter_start() -> float:
     return time.perf_counter() - t
 
 
-def footprint(models: dict[str, onnx.ModelProto], repeat: int) -> list[dict]:
+def footprint(models: dict, repeat: int) -> list[dict]:
+    """`models`: name -> a ModelProto with one float input `x` (fed ones), or a
+    callable(cache dir) -> (onnx path, input shapes or None, feeds or None) as
+    `_suite_builds` gives (feeds None: random ones for onnxruntime's inputs)."""
+    import numpy as np
+
     import einc
 
     base = _interpreter_start()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models.items():
-            onnx_path = Path(tmp) / f"{name}.onnx"
-            onnx.save(model, onnx_path)
-            art = Path(tmp) / name
-            einc.compile(model).save(art)
-            shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
-            row: dict = {"model": name}
+            stem = f"m{len(rows)}"
+            try:
+                if isinstance(model, onnx.ModelProto):
+                    onnx_path = Path(tmp) / f"{stem}.onnx"
+                    onnx.save(model, onnx_path)
+                    shapes = None
+                    feeds = {"x": np.ones(tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim), np.float32)}
+                else:
+                    onnx_path, shapes, feeds = model(SUITE_CACHE)
+                    if feeds is None:
+                        import onnxruntime as ort
+
+                        from einc.tools.bench import random_feeds
+
+                        feeds = random_feeds(ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]), shapes)
+                art = Path(tmp) / stem
+                einc.compile(str(onnx_path), input_shapes=shapes).save(art)
+            except Exception as err:  # noqa: BLE001 - a suite model einc cannot compile yet is reported, not fatal
+                print(f"{name}: footprint skipped ({type(err).__name__}: {str(err)[:120]})", file=sys.stderr)
+                continue
+            feeds_path = Path(tmp) / f"{stem}.npz"
+            np.savez(feeds_path, **feeds)
+            row: dict = {"model": name, "weights_mib": _weights_bytes(onnx_path) / 2**20}
             for runtime, body in CHILD.items():
                 path = str(art if runtime == "einc" else onnx_path)
-                code = PROBE.format(shape=shape, body=body.format(path=path), before=base)
+                code = PROBE.format(feeds=str(feeds_path), body=body.format(path=path), before=base)
                 samples = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) for _ in range(repeat)]
                 row[runtime] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
             rows.append(row)
+            print(f"{name}: footprint measured", file=sys.stderr, flush=True)
     return rows
+
+
+def _weights_bytes(path: Path) -> int:
+    """Bytes of the model's initializers (external data included) and Constant nodes' tensors."""
+    graph = onnx.load(str(path)).graph
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors)
+
+
+SUITE_CACHE = Path(tempfile.gettempdir()) / "einc-bench-models"
+
+
+def _suite_builds(with_sgemm: bool = False) -> dict:
+    """The models of benchmarks/run.py: name -> callable(cache dir) -> (onnx path, input shapes, feeds)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run as suite
+
+    SUITE_CACHE.mkdir(exist_ok=True)
+
+    def normalised(build):
+        def built(cache):
+            path, info, _ = build(cache)
+            if isinstance(info, dict) and "feeds" in info:
+                return path, info.get("shapes"), info["feeds"]
+            return path, None, info or None
+
+        return built
+
+    return {name: normalised(build) for name, build in suite.SUITE.items() if with_sgemm or not name.startswith("sgemm")}
 
 
 def _suite_models() -> dict:
     """The models of benchmarks/run.py, each planned from its ONNX file (built on first use)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import run as suite
-
     from einc.tools.explain_memory import plan_model
-
-    cache = Path(tempfile.gettempdir()) / "einc-bench-models"
-    cache.mkdir(exist_ok=True)
 
     def planner(build):
         def planned():
-            path, info, _ = build(cache)
-            return plan_model(str(path), info.get("shapes") if isinstance(info, dict) else None)
+            path, shapes, _ = build(SUITE_CACHE)
+            return plan_model(str(path), shapes)
 
         return planned
 
-    return {name: planner(build) for name, build in suite.SUITE.items() if not name.startswith("sgemm")}
+    return {name: planner(build) for name, build in _suite_builds().items()}
 
 
 def arena_table(with_suite: bool = False) -> list[dict]:
@@ -162,7 +212,7 @@ def exact_statistics(count: int = 500, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--suite", action="store_true", help="also plan the models of benchmarks/run.py")
+    parser.add_argument("--suite", action="store_true", help="also plan, and measure the footprint of, the models of benchmarks/run.py")
     args = parser.parse_args()
     from make_models import make_attention, make_mlp
 
@@ -176,13 +226,17 @@ def main() -> None:
     print()
     print("exact search on random instances:", json.dumps(exact_statistics()))
     print()
-    print("| model | einc start-up | onnxruntime start-up | einc peak RSS | onnxruntime peak RSS | einc / onnxruntime RSS |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in footprint({"mlp": make_mlp(), "attention": make_attention()}, args.repeat):
+    models: dict = {"mlp": make_mlp(), "attention": make_attention()}
+    if args.suite:
+        models |= _suite_builds(with_sgemm=True)
+    print("| model | weights | einc start-up | onnxruntime start-up | einc peak RSS | onnxruntime peak RSS | einc / onnxruntime RSS |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in footprint(models, args.repeat):
         e, o = r["einc"], r["onnxruntime"]
         print(
-            f"| {r['model']} | {e['startup_s'] * 1e3:.0f} ms | {o['startup_s'] * 1e3:.0f} ms | "
-            f"{e['peak_rss_kib'] / 1024:.1f} MiB | {o['peak_rss_kib'] / 1024:.1f} MiB | {e['peak_rss_kib'] / o['peak_rss_kib']:.2f} |"
+            f"| {r['model']} | {r['weights_mib']:.1f} MiB | {e['startup_s'] * 1e3:.0f} ms | {o['startup_s'] * 1e3:.0f} ms | "
+            f"{e['peak_rss_kib'] / 1024:.1f} MiB | {o['peak_rss_kib'] / 1024:.1f} MiB | {e['peak_rss_kib'] / o['peak_rss_kib']:.2f} |",
+            flush=True,
         )
 
 
