@@ -1,0 +1,68 @@
+"""The compile cache, `einc bench`, and the thread pool's life cycle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import onnx
+
+import einc
+from einc.cache import cache_key
+from tests.conftest import single_node_model
+
+
+def _matmul(rng: np.random.Generator, m: int = 300, k: int = 64, n: int = 500) -> tuple[onnx.ModelProto, dict]:
+    feeds = {"a": rng.standard_normal((m, k)).astype(np.float32)}
+    return single_node_model("MatMul", feeds, initializers={"w": rng.standard_normal((k, n)).astype(np.float32)}), feeds
+
+
+def test_second_compile_comes_from_the_cache(tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("EINC_CACHE_DIR", str(tmp_path))
+    model, feeds = _matmul(rng)
+    first = einc.compile(model)
+    entries = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / "manifest.json").exists()
+    second = einc.compile(model)
+    assert second.manifest == first.manifest
+    np.testing.assert_array_equal(second.run(feeds)["y0"], first.run(feeds)["y0"])
+
+
+def test_cache_key_follows_model_shapes_and_target(rng):
+    model, _ = _matmul(rng)
+    data = model.SerializeToString()
+    assert cache_key(data, "cpu", None) == cache_key(data, "cpu", None)
+    assert cache_key(data, "cpu", None) != cache_key(data, "cpu", {"a": (1, 64)})
+    assert cache_key(data, "cpu", None) != cache_key(data, "triton", None)
+    assert cache_key(data, "cpu", None) != cache_key(_matmul(rng)[0].SerializeToString(), "cpu", None)
+
+
+def test_cache_off(tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("EINC_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("EINC_CACHE", "0")
+    einc.compile(_matmul(rng)[0])
+    assert not (tmp_path / "c").exists()
+
+
+def test_pool_threads_are_joined_when_the_model_goes(rng):
+    model, feeds = _matmul(rng)
+    before = threading.active_count(), len(os.listdir("/proc/self/task"))
+    compiled = einc.compile(model, cache=False)
+    for _ in range(3):
+        compiled.run(feeds)
+    del compiled
+    assert len(os.listdir("/proc/self/task")) <= before[1]
+
+
+def test_bench_command(tmp_path, rng):
+    model, _ = _matmul(rng, 40, 32, 48)
+    onnx.save(model, tmp_path / "m.onnx")
+    result = subprocess.run(
+        [sys.executable, "-m", "einc.cli", "bench", "m.onnx", "--runs", "10"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "EINC_CACHE_DIR": str(tmp_path / "c")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "einc / onnxruntime = " in result.stdout and "GFLOP/s" in result.stdout and "cached" in result.stdout
