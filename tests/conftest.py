@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +13,15 @@ import pytest
 from onnx import helper, numpy_helper
 
 IR_VERSION = 10  # onnxruntime 1.31 reads IR versions up to 13; onnx 1.23 writes 14
+
+# Every test session compiles for real: a fresh artifact cache, shared by the
+# session's own compiles and subprocesses only, never one left by earlier runs.
+_CACHE = tempfile.mkdtemp(prefix="einc-test-cache-")
+os.environ["EINC_CACHE_DIR"] = _CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def single_node_model(
