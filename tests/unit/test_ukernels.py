@@ -142,3 +142,15 @@ def test_units_cover_the_output_once(rng):
     model = single_node_model("MatMul", feeds, initializers={"w": _f(rng, 64, 500)})
     (spec,) = _check(model, feeds, kernels=1)
     assert plan(spec).units > 1
+
+
+def test_two_runs_of_columns():
+    from einc.backends.llvm.ukernels.gemm import two_runs
+
+    # a 6-wide image row: chunks of 4 columns are 1 run (0-3), 2 runs (4,5 | 6,7), ...
+    offsets = np.array([r * 8 + q for r in range(3) for q in range(6)])  # row stride 8 (padded)
+    split, first, second = two_runs(offsets, 4, 5)
+    assert split[0] == 4 and first[0] == 0
+    assert split[1] == 2 and first[1] == 4 and second[1] + 2 == 8  # lanes 2, 3 read 8, 9
+    assert split[4] == 4  # the last chunk: its two real columns are one run
+    assert two_runs(np.array([0, 5, 10, 15]), 4, 1)[0][0] == 0  # strided: a gather

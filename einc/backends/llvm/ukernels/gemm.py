@@ -498,27 +498,53 @@ class _Body:
                     value = b.select(ok, value, self.v.const(0.0))
                     b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
-            def k_general(kk: ir.Value) -> None:
+            def k_general(kk: ir.Value, j: int) -> None:
                 kg = b.add(pc, kk)
                 koff = b.add(bb, self.at(self.t_bk, kg))
                 ok = b.icmp_signed("<", kg, _c(p.k))
+                col = b.add(jr, _c(j * lanes))
+                offs_ptr = b.gep(self.t_bn32, [col], inbounds=True, source_etype=I32)
+                offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, lanes), align=4), ir.VectorType(I64, lanes))
+                mask = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
+                value = self.gather(self.fptr(self.B, koff), offs, mask)
+                b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
+
+            def k_two_runs(kk: ir.Value, j: int, split: ir.Value, first: ir.Value, second: ir.Value) -> None:
+                """16 columns that are two contiguous runs (an image row's end, the next row's start):
+                two masked loads instead of a 16-lane gather."""
+                kg = b.add(pc, kk)
+                koff = b.add(bb, self.at(self.t_bk, kg))
+                ok = b.icmp_signed("<", kg, _c(p.k))
+                col = b.add(jr, _c(j * lanes))
+                valid = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
+                head = self.lane_mask(split)
+                v1 = self.vload(self.fptr(self.B, b.add(koff, first)), b.and_(valid, head))
+                v2 = self.vload(self.fptr(self.B, b.add(koff, second)), b.and_(valid, b.not_(head)))
+                b.store(b.select(head, v1, v2), self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
+
+            def general() -> None:
                 for j in range(p.nv):
-                    col = b.add(jr, _c(j * lanes))
-                    offs_ptr = b.gep(self.t_bn32, [col], inbounds=True, source_etype=I32)
-                    offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, lanes), align=4), ir.VectorType(I64, lanes))
-                    mask = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
-                    base = self.fptr(self.B, koff)
-                    value = self.gather(base, offs, mask)
-                    b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
+                    chunk = b.udiv(b.add(jr, _c(j * lanes)), _c(lanes))
+                    split = self.at(self.t_split, chunk)
+                    first, second = self.at(self.t_run1, chunk), self.at(self.t_run2, chunk)
+                    self.if_(
+                        b.icmp_signed("!=", split, _c(0)),
+                        lambda j=j, split=split, first=first, second=second: self.loop(
+                            _c(0), kc, 1, lambda kk: k_two_runs(kk, j, split, first, second), "pb2"
+                        ),
+                        lambda j=j: self.loop(_c(0), kc, 1, lambda kk: k_general(kk, j), "pbg"),
+                    )
 
             self.if_(
                 contiguous,
                 lambda: self.loop(_c(0), kc, 1, k_fast, "pbf"),
-                lambda: self.loop(_c(0), kc, 1, k_general, "pbg"),
+                general,
             )
 
         if not hasattr(self, "t_bn32"):
             self.t_bn32 = self.table(p.b.r, p.n_panels * p.nr + lanes, I32)
+            split, run1, run2 = two_runs(p.b.r, lanes, p.n_panels * p.nr // lanes)
+            self.t_split, self.t_run1, self.t_run2 = self.table(split), self.table(run1), self.table(run2)
         self.loop(n0, n1, nr, panel, "pbn")
 
     def _splat_bool(self, cond: ir.Value) -> ir.Value:
@@ -681,6 +707,27 @@ class _Body:
 
     def _first(self, table: ir.Value) -> int:
         return self._firsts[id(table)]
+
+
+def two_runs(offsets: np.ndarray, lanes: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chunk of `lanes` columns: (split, first, second) when lanes [0, split) read
+    first + l and lanes [split, lanes) read second + l (one or two contiguous runs;
+    columns past the end do not count), else split 0 (a gather)."""
+    split = np.zeros(chunks, np.int64)
+    first = np.zeros(chunks, np.int64)
+    second = np.zeros(chunks, np.int64)
+    for c in range(chunks):
+        part = offsets[c * lanes : (c + 1) * lanes]
+        if not len(part):
+            continue
+        lane = np.arange(len(part))
+        breaks = np.nonzero(np.diff(part - lane))[0]
+        if len(breaks) > 1:
+            continue
+        s = int(breaks[0]) + 1 if len(breaks) else lanes
+        split[c], first[c] = s, part[0]
+        second[c] = part[s] - s if s < len(part) else part[0]
+    return split, first, second
 
 
 def _opaque(value: ir.Value) -> ir.Value:
