@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import i1
 from xdsl.ir import SSAValue
 
 from einc.passes.onnx_to_ein.common import (
@@ -84,12 +83,7 @@ def _reduction(row: Reduction) -> Lowering:
         axes = reduce_axes(node, len(shape))
         if axes is None:
             return [x]
-        if row.reduce == "max" and tensor_type([], x).get_element_type() == i1:
-            # any(x) = not(all(not x)): a max's identity (-inf) has no bool value
-            y = b.reduce(x, axes, "min", keepdims=False, map="not($0)")
-            y = b.elementwise([y], "not($0)", tensor_type(shape_of(y), x))
-        else:
-            y = b.reduce(x, axes, row.reduce, keepdims=False, map=row.pre)
+        y = b.reduce(x, axes, row.reduce, keepdims=False, map=row.pre)
         if row.post is not None:
             count = math.prod(shape[d] for d in axes)
             y = b.elementwise([y], row.post.format(n=float(count)), tensor_type(shape_of(y), x))
