@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.conformance", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--subset", action="store_true", help="only the subset `make test` runs")
-    which.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases; writes nothing")
+    which.add_argument("--cases", nargs="+", metavar="NAME", help="only these cases (names or shell patterns); writes nothing")
     parser.add_argument("--update", action="store_true", help="rewrite expected_failures.txt for the cases run")
     parser.add_argument("--strict", action="store_true",
                         help="keep shape-setting inputs runtime inputs too; writes nothing")

@@ -13,6 +13,7 @@ written to `results.json`, which `einc.tools.coverage` renders into the docs.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import multiprocessing
@@ -175,10 +176,13 @@ def load_cases(names: Iterable[str] | None = None, strict: bool = False) -> list
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the case generators overflow on purpose
         loaded = {c.name: c for c in load_model_tests(kind="node")}
-    wanted = set(names) if names is not None else set(loaded)
-    unknown = wanted - set(loaded)
-    if unknown:
-        raise KeyError(f"no such node test: {', '.join(sorted(unknown))}")
+    wanted = set(loaded)
+    if names is not None:  # names or shell patterns (`test_attention_*`)
+        patterns = list(names)
+        unknown = [p for p in patterns if not fnmatch.filter(loaded, p)]
+        if unknown:
+            raise KeyError(f"no such node test: {', '.join(sorted(unknown))}")
+        wanted = {n for p in patterns for n in fnmatch.filter(loaded, p)}
     base_nodes: dict[str, tuple[onnx.NodeProto, onnx.ModelProto]] = {}
     cases = []
     for name in sorted(wanted):
