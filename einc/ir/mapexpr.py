@@ -124,6 +124,10 @@ FUNCTIONS: dict[str, Function] = {
     "atanh": Function(1, np.arctanh),
     "shl": Function(2, np.left_shift),
     "shr": Function(2, np.right_shift),
+    "bitand": Function(2, np.bitwise_and),
+    "bitor": Function(2, np.bitwise_or),
+    "bitxor": Function(2, np.bitwise_xor),
+    "bitnot": Function(1, np.invert),
     "lt": Function(2, np.less, kind="compare"),
     "le": Function(2, np.less_equal, kind="compare"),
     "gt": Function(2, np.greater, kind="compare"),
@@ -140,7 +144,8 @@ FUNCTIONS: dict[str, Function] = {
 }
 """Every function the map language knows. Binary operators are written infix.
 `round` rounds half to even (ONNX Round); `mod` takes the divisor's sign; `div`
-truncates on integers; `shr` is numpy's right_shift (arithmetic on signed values)."""
+truncates on integers; `shr` is numpy's right_shift (arithmetic on signed values); `bitand`, `bitor`,
+`bitxor`, `bitnot` work on the bits of integers (`and`, `or`, `xor`, `not` on bools)."""
 
 _INFIX = {f.infix: name for name, f in FUNCTIONS.items() if f.infix}
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}

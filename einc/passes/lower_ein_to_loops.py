@@ -124,6 +124,9 @@ INT_FUNCTIONS: dict[str, OpBuilder] = {
     "min": arith.MinSIOp,
     "shl": arith.ShLIOp,
     "shr": arith.ShRSIOp,  # unsigned inputs compute zero-extended in a wider type, where it is logical
+    "bitand": arith.AndIOp,
+    "bitor": arith.OrIOp,
+    "bitxor": arith.XOrIOp,
 }
 """Map-language functions on (signed) integers."""
 
@@ -144,6 +147,7 @@ INT_EXPANSIONS: dict[str, str] = {
     "floor": "$0",
     "ceil": "$0",
     "round": "$0",
+    "bitnot": "bitxor($0, -1)",
 }
 """Expansions that differ by the operand's kind (float or integer)."""
 

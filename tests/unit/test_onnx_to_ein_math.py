@@ -232,3 +232,45 @@ def test_bitshift_opset28(direction, dtype):
     feeds = {"a": a.ravel(), "b": s.ravel()}
     model = node_model("BitShift", feeds, opset=28, direction=direction)
     check_lowering(model, feeds, reference=onnx_reference)
+
+
+BITWISE_TYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("op_type", ["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"])
+@pytest.mark.parametrize("dtype", BITWISE_TYPES)
+def test_bitwise_matches_onnxruntime(op_type, dtype):
+    """Every bit, at the extremes of each type too: unsigned values compute
+    zero-extended in a wider type, so bitnot must leave the stored bits right."""
+    info = np.iinfo(dtype)
+    values = np.array([info.min, info.max, 0, 1, 5, info.max // 3, info.min // 3 + 1, 0x5A], dtype=dtype)
+    feeds = {"a": np.tile(values, (3, 1)), "b": np.array([info.max, 0x0F, 0, 1, info.min, 7, 0x33, 0x5A], dtype=dtype)}
+    if op_type == "BitwiseNot":
+        feeds = {"a": feeds["a"]}
+    check_lowering(node_model(op_type, feeds, opset=18), feeds)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_swish_matches_onnxruntime(rng, alpha):
+    feeds = {"x": _f(rng, 2, 3, 5, low=-6.0, high=6.0)}
+    check_lowering(node_model("Swish", feeds, opset=24, alpha=alpha), feeds)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("alpha", [1.0, 1.702])
+def test_swiglu_matches_onnx_reference(rng, alpha, dtype):
+    """onnxruntime 1.31 has no opset 28: onnx's reference decides."""
+    feeds = {"a": _f(rng, 2, 3, 4, low=-5.0, high=5.0).astype(dtype), "b": _f(rng, 2, 3, 4).astype(dtype)}
+    tol = 1e-5 if dtype == np.float32 else 2e-3
+    check_lowering(node_model("SwiGLU", feeds, opset=28, alpha=alpha), feeds, rtol=tol, atol=tol, reference=onnx_reference)
+
+
+@pytest.mark.parametrize("op_type", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+@pytest.mark.parametrize("periodic", [0, 1])
+@pytest.mark.parametrize("size,datatype", [(10, onnx.TensorProto.FLOAT), (1, onnx.TensorProto.FLOAT), (5000, onnx.TensorProto.DOUBLE)])
+def test_windows_match_onnxruntime(op_type, periodic, size, datatype):
+    """The size is a constant (it sets the shape); 5000 is past the folding limit, so
+    the window is computed by the model, not folded to a constant."""
+    model = node_model(op_type, {}, initializers={"size": np.array(size, np.int64)}, opset=17,
+                       periodic=periodic, output_datatype=datatype)
+    check_lowering(model, {}, rtol=1e-5, atol=1e-6)

@@ -275,6 +275,18 @@ class TritonOps:
     def shr(self, a: str, b: str) -> str:
         return f"{a} >> {b}"
 
+    def bitand(self, a: str, b: str) -> str:
+        return f"{a} & {b}"
+
+    def bitor(self, a: str, b: str) -> str:
+        return f"{a} | {b}"
+
+    def bitxor(self, a: str, b: str) -> str:
+        return f"{a} ^ {b}"
+
+    def bitnot(self, a: str) -> str:
+        return f"~{a}"
+
     def lt(self, a: str, b: str) -> str:
         return f"{a} < {b}"
 

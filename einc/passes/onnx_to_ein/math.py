@@ -2,8 +2,9 @@
 
 Elementwise ops are rows of `ELEMENTWISE`: op type -> map expression over the
 broadcast inputs. Variadic ones (Sum, Max, Min, Mean) fold their map over all
-inputs. Ops whose map depends on attributes (Clip, Mod, IsInf, BitShift) or on
-the element type (Pow of integers) have a function each.
+inputs. Ops whose map depends on attributes (Clip, Mod, IsInf, BitShift, Swish) or
+on the element type (Pow of integers) have a function each; the cosine windows
+(Hann, Hamming, Blackman) are maps over a position iota.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ ELEMENTWISE: dict[str, str] = {
     "And": "and($0, $1)",
     "Or": "or($0, $1)",
     "Xor": "xor($0, $1)",
+    "BitwiseAnd": "bitand($0, $1)",
+    "BitwiseOr": "bitor($0, $1)",
+    "BitwiseXor": "bitxor($0, $1)",
+    "BitwiseNot": "bitnot($0)",
 }
 """Elementwise ONNX ops as einsum maps over their (broadcast) inputs."""
 
@@ -173,6 +178,42 @@ def lower_bitshift(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         shifted, fill = f"select(lt($0, 0), {logical}, shr($0, $1))", "0"
     expr = f"select(or(lt($1, 0), ge($1, {bits})), {fill}, {shifted})"
     return [b.elementwise(_present(node), expr, node.result_types[0])]
+
+
+def lower_swish(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Swish (opset 24): x * sigmoid(alpha * x)."""
+    alpha = node.float_attr("alpha", 1.0)
+    return [b.elementwise(_present(node), f"$0 * sigmoid({alpha!r} * $0)", node.result_types[0])]
+
+
+def lower_swiglu(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """SwiGLU (opset 28): Swish_alpha(A) * B, the gate and the value of equal shape."""
+    alpha = node.float_attr("alpha", 1.0)
+    return [b.elementwise(_present(node), f"$0 * sigmoid({alpha!r} * $0) * $1", node.result_types[0])]
+
+
+WINDOWS: dict[str, tuple[float, ...]] = {
+    "HannWindow": (0.5, 0.5),
+    "HammingWindow": (25 / 46, 21 / 46),
+    "BlackmanWindow": (0.42, 0.5, 0.08),
+}
+"""Generalised cosine windows: w[n] = sum_k (-1)^k a_k cos(2 pi k n / N), by op type."""
+
+
+def _window(coefficients: tuple[float, ...]) -> Lowering:
+    """A window of the result's length over a float64 iota (folded to a constant when
+    small); N is the length if `periodic`, else the length - 1."""
+
+    def lower(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+        ty = node.result_types[0]
+        size = ty.get_shape()[0]
+        period = size if node.int_attr("periodic", 1) else size - 1
+        step = 2 * np.pi / period if period else np.nan  # a symmetric window of 1: 0/0, as onnxruntime
+        terms = [f"{(-1) ** k * a!r} * cos($0 * {k * step!r})" if k else repr(a) for k, a in enumerate(coefficients)]
+        iota = b.constant(np.arange(size, dtype=np.float64), Float64Type())
+        return [b.elementwise([iota], " + ".join(terms), ty)]
+
+    return lower
 
 
 def parse_einsum(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list[list[str]], list[str]]:
@@ -338,6 +379,9 @@ LOWERINGS: dict[str, Lowering] = {
     "Mod": lower_mod,
     "IsInf": lower_isinf,
     "BitShift": lower_bitshift,
+    "Swish": lower_swish,
+    "SwiGLU": lower_swiglu,
+    **{op: _window(row) for op, row in WINDOWS.items()},
     "Einsum": lower_einsum,
     "Det": lower_det,
     "MatMul": lower_matmul,
