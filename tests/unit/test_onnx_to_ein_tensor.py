@@ -513,3 +513,25 @@ def test_unrepresentable_cases_are_refused_with_a_reason(case: Case, reason: str
     with pytest.raises(EincError) as err:
         lowered(case)
     assert reason in str(err.value) and case.op in str(err.value)
+
+
+# -- CumProd, CenterCropPad, Compress, Col2Im, Upsample ----------------------------------------------
+
+LOOSE.add("CumProd")
+
+MORE_CASES = [
+    *[
+        Case(f"cumprod-{n}-ex{e}-rev{r}", "CumProd", [In(RNG.uniform(0.5, 1.5, (3, n)).astype(np.float32)),
+                                                      K(np.array(-1, np.int64))], {"exclusive": e, "reverse": r}, 26)
+        for n in (5, 40) for e in (0, 1) for r in (0, 1)
+    ],
+    Case("cumprod-axis0-int32", "CumProd", [In(ints(4, 3, low=-3, high=4, dtype=np.int32)), K(np.array(0, np.int32))],
+         {}, 26),
+    Case("cumprod-long-ints", "CumProd", [In(ints(40, 2, low=-1, high=2)), K(np.array(0, np.int64))],
+         {"exclusive": 1, "reverse": 1}, 26),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in MORE_CASES])
+def test_more_lowerings_match_onnxruntime(case: Case):
+    test_lowering_matches_onnxruntime(case)

@@ -680,26 +680,30 @@ def lower_reverse_sequence(b: CascadeBuilder, node: Node) -> list[SSAValue]:
 # -- scans -----------------------------------------------------------------------------------------
 
 SCAN_LIMIT = 32
-"""Longest axis CumSum sums as one triangular contraction (n² work); longer
-axes use a log-step scan (log2 n shifted adds, n log n work)."""
+"""Longest axis CumSum/CumProd scans as one triangular contraction (n² work); longer
+axes use a log-step scan (log2 n shifted combines, n log n work)."""
 
 _CUMSUM_ORDER = {(False, False): "le", (True, False): "lt", (False, True): "ge", (True, True): "gt"}
-"""(exclusive, reverse) -> how a summed position j compares with the output position i."""
+"""(exclusive, reverse) -> how a scanned position j compares with the output position i."""
+
+SCANS: dict[str, tuple[str, int]] = {"CumSum": ("add", 0), "CumProd": ("mul", 1)}
+"""Running scans: op type -> (the einsum reduction and map function, its identity)."""
 
 
-def lower_cumsum(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """Running sum along an axis (a filtered rank `j <= i` written with iotas).
+def lower_scan(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Running sum or product along an axis (a filtered rank `j <= i` written with iotas).
 
-    Short axes: `out[.., i, ..] = sum_j select(j <= i, x[.., j, ..], 0)`.
-    Long axes: Hillis-Steele, `y += shift(y, s)` for s = 1, 2, 4, ... with the
-    shift an `ein.pad` that crops one end and zero-fills the other.
+    Short axes: `out[.., i, ..] = reduce_j select(j <= i, x[.., j, ..], identity)`.
+    Long axes: Hillis-Steele, `y = y (op) shift(y, s)` for s = 1, 2, 4, ... with the
+    shift an `ein.pad` that crops one end and fills the other with the identity.
     """
+    combine, identity = SCANS[node.op_type]
     x = _input(node, 0)
     ty = node.result_types[0]
     shape = shape_of(x)
     axis_value = _known_ints(node, 1, "axis")
     if not axis_value:
-        raise Unsupported("CumSum needs its axis")
+        raise Unsupported(f"{node.op_type} needs its axis")
     axis = normalize_axis(axis_value[0], len(shape))
     exclusive, reverse = bool(node.int_attr("exclusive", 0)), bool(node.int_attr("reverse", 0))
     n = shape[axis]
@@ -707,22 +711,22 @@ def lower_cumsum(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         return [x]
     vars_ = axis_vars(len(shape))
     if n <= SCAN_LIMIT:
-        summed = [*vars_[:axis], "j", *vars_[axis + 1 :]]
+        scanned = [*vars_[:axis], "j", *vars_[axis + 1 :]]
         order = _CUMSUM_ORDER[exclusive, reverse]
         iota = _iota(b, n)
-        masked = f"select({order}($1, $2), $0, 0)"
-        return [b.einsum([x, iota, iota], [summed, ["j"], [vars_[axis]]], vars_, ty, masked, "add")]
+        masked = f"select({order}($1, $2), $0, {identity})"
+        return [b.einsum([x, iota, iota], [scanned, ["j"], [vars_[axis]]], vars_, ty, masked, combine)]
 
     def shift(value: SSAValue, s: int) -> SSAValue:
         low = [0] * len(shape)
         high = [0] * len(shape)
         low[axis], high[axis] = (-s, s) if reverse else (s, -s)
-        return b.insert(PadOp(value, low, high, ty)).results[0]
+        return b.insert(PadOp(value, low, high, ty, value=float(identity))).results[0]
 
     y = shift(x, 1) if exclusive else x
     s = 1
     while s < n:
-        y = b.elementwise([y, shift(y, s)], "$0 + $1", ty)
+        y = b.elementwise([y, shift(y, s)], f"{combine}($0, $1)", ty)
         s *= 2
     return [y]
 
@@ -971,6 +975,6 @@ LOWERINGS: dict[str, Lowering] = {
     "GatherElements": lower_gather_elements,
     "GatherND": lower_gather_nd,
     "ReverseSequence": lower_reverse_sequence,
-    "CumSum": lower_cumsum,
+    **{op: lower_scan for op in SCANS},
     "Resize": lower_resize,
 }
