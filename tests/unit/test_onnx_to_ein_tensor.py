@@ -517,7 +517,7 @@ def test_unrepresentable_cases_are_refused_with_a_reason(case: Case, reason: str
 
 # -- CumProd, CenterCropPad, Compress, Col2Im, Upsample ----------------------------------------------
 
-LOOSE.add("CumProd")
+LOOSE.update({"CumProd", "Upsample"})
 
 MORE_CASES = [
     *[
@@ -529,9 +529,43 @@ MORE_CASES = [
          {}, 26),
     Case("cumprod-long-ints", "CumProd", [In(ints(40, 2, low=-1, high=2)), K(np.array(0, np.int64))],
          {"exclusive": 1, "reverse": 1}, 26),
+    # CenterCropPad: crop, pad, both, on chosen axes
+    Case("centercroppad-crop", "CenterCropPad", [In(f32(20, 10, 3)), K(i64(10, 7, 3))], {}, 18),
+    Case("centercroppad-pad", "CenterCropPad", [In(f32(3, 4, 2)), K(i64(6, 7, 2))], {}, 18),
+    Case("centercroppad-crop-and-pad-ints", "CenterCropPad", [In(ints(5, 4, 2)), K(i64(2, 7))], {"axes": [0, 1]}, 18),
+    Case("centercroppad-negative-axes", "CenterCropPad", [In(f32(3, 20, 8)), K(i64(9, 11))], {"axes": [-2, -1]}, 18),
+    # Compress with a constant condition (onnx infers no shape for it: the model declares one)
+    Case("compress-axis0", "Compress", [In(f32(3, 2)), K(np.array([False, True, True]))], {"axis": 0}, 11,
+         declared=[2, 2]),
+    Case("compress-axis1-short", "Compress", [In(f32(3, 4)), K(np.array([True, False, True]))], {"axis": 1}, 11,
+         declared=[3, 2]),
+    Case("compress-flat", "Compress", [In(f32(3, 2)), K(np.array([False, True, False, False, True]))], {}, 11,
+         declared=[2]),
+    Case("compress-negative-axis", "Compress", [In(f32(2, 3, 4)), K(np.array([True, False, True, True]))],
+         {"axis": -1}, 11, declared=[2, 3, 3]),
+    Case("compress-none", "Compress", [In(f32(2, 3)), K(np.array([False, False]))], {"axis": 0}, 11,
+         declared=[0, 3]),
+    # Col2Im
+    Case("col2im", "Col2Im", [In(f32(1, 5, 5)), K(i64(5, 5)), K(i64(1, 5))], {}, 18),
+    Case("col2im-overlap-channels", "Col2Im", [In(f32(2, 2 * 4, 9)), K(i64(4, 4)), K(i64(2, 2))], {}, 18),
+    Case("col2im-strides-pads-dilations", "Col2Im", [In(f32(1, 3 * 4, 12)), K(i64(6, 5)), K(i64(2, 2))],
+         {"strides": [2, 1], "pads": [1, 0, 0, 1], "dilations": [1, 2]}, 18),
+    Case("col2im-3d", "Col2Im", [In(f32(1, 8, 8)), K(i64(3, 3, 3)), K(i64(2, 2, 2))], {}, 18),
+    # Upsample (Resize before opset 10)
+    Case("upsample-nearest", "Upsample", [In(f32(1, 1, 2, 2)), K(np.array([1, 1, 2, 3], np.float32))], {}, 9),
+    Case("upsample-linear", "Upsample", [In(f32(1, 2, 3, 2)), K(np.array([1, 1, 2, 2.5], np.float32))],
+         {"mode": "linear"}, 9),
+    Case("upsample-opset7-attribute", "Upsample", [In(f32(1, 2, 2, 3))], {"scales": [1.0, 1.0, 3.0, 2.0]}, 7),
 ]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in MORE_CASES])
 def test_more_lowerings_match_onnxruntime(case: Case):
     test_lowering_matches_onnxruntime(case)
+
+
+def test_compress_by_a_runtime_condition_is_refused():
+    case = Case("compress-runtime", "Compress", [In(f32(3, 2)), In(np.array([True, False, True]))], {"axis": 0}, 11,
+                declared=[2, 2])
+    with pytest.raises(EincError, match="runtime 'condition'.*shape would depend on its values"):
+        lowered(case)

@@ -891,6 +891,8 @@ def lower_resize(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     if node.opset < 11:
         coordinates, nearest_mode, roi_given = "asymmetric", "simple", None
         scales_given, sizes_given = _known(node, 1, "scales"), None
+        if node.op_type == "Upsample" and node.attr("scales") is not None:  # Upsample-7: an attribute
+            scales_given = np.array(node.attr("scales").get_values(), np.float32)  # type: ignore[union-attr]
         axes = list(range(rank))
     else:
         coordinates = node.string_attr("coordinate_transformation_mode", "half_pixel")
@@ -944,6 +946,80 @@ def lower_resize(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return [y]
 
 
+# -- crops, selections and folds with compile-time extents ------------------------------------------
+
+
+def _pad_or_crop(b: CascadeBuilder, x: SSAValue, low: Sequence[int], high: Sequence[int],
+                 interior: Sequence[int] | None = None) -> SSAValue:
+    """One `ein.pad` with zero fill (negative amounts crop), or `x` if it changes nothing."""
+    interior = list(interior or [0] * len(low))
+    if not any(low) and not any(high) and not any(interior):
+        return x
+    shape = [lo + n + max(n - 1, 0) * i + hi for n, lo, hi, i in zip(shape_of(x), low, high, interior)]
+    return b.insert(PadOp(x, low, high, tensor_type(shape, x), interior)).results[0]
+
+
+def lower_center_crop_pad(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """CenterCropPad: one `ein.pad` that crops (start rounded down) or zero-pads (the
+    odd element behind) each axis to the inferred result size."""
+    x = _input(node, 0)
+    shape, out = shape_of(x), list(node.result_types[0].get_shape())
+    low = [(m - n) // 2 if m >= n else -((n - m) // 2) for n, m in zip(shape, out)]
+    high = [m - n - lo for n, m, lo in zip(shape, out, low)]
+    return [_pad_or_crop(b, x, low, high)]
+
+
+def lower_compress(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Compress with a compile-time condition: a take of the selected positions
+    (numpy.compress; a condition shorter than the axis selects nothing past its end).
+    A runtime condition would make the result's shape data-dependent: refused."""
+    x = _input(node, 0)
+    condition = node.constant_input(1)
+    if condition is None:
+        raise Unsupported("a runtime 'condition' (input 1): the result's shape would depend on its values")
+    axis_attr = node.attr("axis")
+    if axis_attr is None:
+        x, axis = b.reshape(x, [math.prod(shape_of(x))]), 0
+    else:
+        axis = normalize_axis(node.int_attr("axis", 0), len(shape_of(x)))
+    keep = np.nonzero(condition.reshape(-1)[: shape_of(x)[axis]])[0]
+    ty = node.result_types[0]
+    if keep.size == 0:
+        return [_empty(b, ty)]
+    return [b.reshape(_take(b, x, keep, axis), ty.get_shape())]
+
+
+def lower_col2im(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Col2Im (torch's fold): the transpose of im2col, summed where blocks overlap.
+
+    The columns [N, C*K, L] are viewed as [N, C, k.., l..]; the block positions l
+    are spread to the image grid as ConvTranspose does (stride - 1 zeros between,
+    padded by span - 1 - begin pad), then out[n, c, p..] = sum_r X'[n, c, r.., p + (k-1-r)*d..]:
+    one einsum with affine indices and no weight.
+    """
+    x = _input(node, 0)
+    image = _known_ints(node, 1, "image_shape")
+    block = _known_ints(node, 2, "block_shape")
+    assert image is not None and block is not None
+    k = len(block)
+    strides = node.ints_attr("strides", [1] * k) or [1] * k
+    dilations = node.ints_attr("dilations", [1] * k) or [1] * k
+    pads = node.ints_attr("pads", [0] * 2 * k) or [0] * 2 * k
+    spans = [(kk - 1) * d + 1 for kk, d in zip(block, dilations)]
+    blocks = [(i + pads[d] + pads[k + d] - span) // s + 1 for d, (i, span, s) in enumerate(zip(image, spans, strides))]
+    n, ck, length = shape_of(x)
+    if ck % math.prod(block) or length != math.prod(blocks):
+        raise Unsupported(f"input {[n, ck, length]} is not the columns of blocks {block} over an image {image}")
+    c = ck // math.prod(block)
+    view = b.reshape(x, [n, c, *block, *blocks])
+    low = [span - 1 - pb for span, pb in zip(spans, pads[:k])]
+    high = [o + span - 1 - lo - (nb - 1) * s - 1 for o, span, lo, nb, s in zip(image, spans, low, blocks, strides)]
+    spread = _pad_or_crop(b, view, [0] * (2 + k) + low, [0] * (2 + k) + high, [0] * (2 + k) + [s - 1 for s in strides])
+    ps, rs = axis_vars(k, "p"), axis_vars(k, "r")
+    taps = [IndexExpr.affine({p: 1, r: -d}, (kk - 1) * d) for p, r, d, kk in zip(ps, rs, dilations, block)]
+    return [b.einsum([spread], [["n", "c", *rs, *taps]], ["n", "c", *ps], node.result_types[0], "$0", "add")]
+
+
 LOWERINGS: dict[str, Lowering] = {
     "Cast": lower_cast,
     "CastLike": lower_cast,
@@ -977,4 +1053,8 @@ LOWERINGS: dict[str, Lowering] = {
     "ReverseSequence": lower_reverse_sequence,
     **{op: lower_scan for op in SCANS},
     "Resize": lower_resize,
+    "Upsample": lower_resize,
+    "CenterCropPad": lower_center_crop_pad,
+    "Compress": lower_compress,
+    "Col2Im": lower_col2im,
 }
