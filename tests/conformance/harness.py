@@ -59,6 +59,7 @@ SHAPE_INPUTS: dict[str, tuple[str, ...]] = {
     **{op: ("size",) for op in ("AffineGrid", "BlackmanWindow", "HammingWindow", "HannWindow")},
     "CenterCropPad": ("shape",),
     "Col2Im": ("image_shape", "block_shape"),
+    "Compress": ("condition",),
     "ConstantOfShape": ("input",),
     "CumProd": ("axis",),
     "CumSum": ("axis",),
