@@ -19,7 +19,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from einc.diagnostics import EincError
-from einc.passes.onnx_to_ein import control, math, nn, quant, reduce, tensor
+from einc.passes.onnx_to_ein import attention, control, math, nn, quant, reduce, tensor
 from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported
 
 FAMILIES: dict[str, dict[str, Lowering]] = {
@@ -29,6 +29,7 @@ FAMILIES: dict[str, dict[str, Lowering]] = {
     "reduce": reduce.LOWERINGS,
     "quant": quant.LOWERINGS,
     "control": control.LOWERINGS,
+    "attention": attention.LOWERINGS,
 }
 """The lowering table of each op family, one module each."""
 
