@@ -19,7 +19,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from einc.diagnostics import EincError
-from einc.passes.onnx_to_ein import attention, control, math, nn, quant, reduce, tensor
+from einc.passes.onnx_to_ein import attention, control, loss, math, nn, quant, reduce, tensor
 from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported
 
 FAMILIES: dict[str, dict[str, Lowering]] = {
@@ -30,6 +30,7 @@ FAMILIES: dict[str, dict[str, Lowering]] = {
     "quant": quant.LOWERINGS,
     "control": control.LOWERINGS,
     "attention": attention.LOWERINGS,
+    "loss": loss.LOWERINGS,
 }
 """The lowering table of each op family, one module each."""
 
