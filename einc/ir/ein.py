@@ -418,6 +418,104 @@ class GatherOp(IRDLOperation):
             raise VerifyException(f"gather result must have shape {list(expected)}")
 
 
+SCATTER_REDUCTIONS = ("none", "add", "mul", "max", "min")
+"""How `ein.scatter` combines an update with the element it lands on (none: replaces it)."""
+
+
+@irdl_op_definition
+class ScatterOp(IRDLOperation):
+    """ONNX ScatterND/ScatterElements at their core: the inverse of `ein.gather`.
+
+    The result is a copy of `data` where, for every position of `updates`
+    (shaped like a gather's result, `data[:axis] + indices + data[axis+1:]`),
+    `out[a..., indices[i...], b...] = updates[a..., i..., b...]`, or that element
+    combined with the update by `reduction`. Updates apply in row-major order, so
+    with `none` the last of duplicate indices wins, as in onnxruntime. Negative
+    indices count from the end. A store to a computed place is no einsum (an
+    einsum writes each output element once, at an affine index), hence an op.
+
+        %r = ein.scatter %upd into %data[%idx] axis 0 reduce add
+             : (tensor<8xf32>, tensor<4xi64>, tensor<4xf32>) -> tensor<8xf32>
+    """
+
+    name = "ein.scatter"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    updates = operand_def(TensorType)
+    result = result_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    reduction = prop_def(StringAttr)
+    traits = traits_def(Pure())
+
+    def __init__(
+        self, data: SSAValue, indices: SSAValue, updates: SSAValue, axis: int = 0, reduction: str = "none"
+    ):
+        super().__init__(
+            operands=[data, indices, updates],
+            result_types=[data.type],
+            properties={"axis": IntegerAttr(axis, i64), "reduction": StringAttr(reduction)},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.updates)
+        printer.print_string(" into ")
+        printer.print_operand(self.data)
+        printer.print_string("[")
+        printer.print_operand(self.indices)
+        printer.print_string(f"] axis {self.axis.value.data}")
+        if self.reduction.data != "none":
+            printer.print_string(f" reduce {self.reduction.data}")
+        _print_tail(printer, self)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ScatterOp:
+        updates = parser.parse_unresolved_operand()
+        parser.parse_keyword("into")
+        data = parser.parse_unresolved_operand()
+        parser.parse_punctuation("[")
+        indices = parser.parse_unresolved_operand()
+        parser.parse_punctuation("]")
+        parser.parse_keyword("axis")
+        axis = parser.parse_integer(allow_boolean=False)
+        reduction = parser.parse_identifier("reduction") if parser.parse_optional_keyword("reduce") else "none"
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        fn_type = parser.parse_function_type()
+        if len(fn_type.inputs) != 3 or len(fn_type.outputs) != 1:
+            parser.raise_error("expected 3 operand types and one result type")
+        types = fn_type.inputs.data
+        op = cls(
+            parser.resolve_operand(data, types[0]),
+            parser.resolve_operand(indices, types[1]),
+            parser.resolve_operand(updates, types[2]),
+            axis,
+            reduction,
+        )
+        op.attributes.update(attrs)
+        return op
+
+    def verify_(self) -> None:
+        data = tuple(self.data.type.get_shape())  # type: ignore[attr-defined]
+        idx = tuple(self.indices.type.get_shape())  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if not 0 <= axis < len(data):
+            raise VerifyException(f"scatter axis {axis} is out of range for rank {len(data)}")
+        if not isinstance(self.indices.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
+            raise VerifyException("scatter indices must be integers")
+        if self.reduction.data not in SCATTER_REDUCTIONS:
+            raise VerifyException(
+                f"unknown scatter reduction '{self.reduction.data}', expected one of {', '.join(SCATTER_REDUCTIONS)}"
+            )
+        expected = data[:axis] + idx + data[axis + 1 :]
+        if tuple(self.updates.type.get_shape()) != expected:  # type: ignore[attr-defined]
+            raise VerifyException(f"scatter updates must have shape {list(expected)}")
+        if self.updates.type.get_element_type() != self.data.type.get_element_type():  # type: ignore[attr-defined]
+            raise VerifyException("scatter updates must have the element type of the data")
+        if self.result.type != self.data.type:
+            raise VerifyException("scatter result must have the type of the data")
+
+
 @irdl_op_definition
 class ConcatOp(IRDLOperation):
     """Inputs joined along `axis`: each is copied into its slice of the result."""
@@ -774,6 +872,6 @@ def inline_group(group: GroupOp) -> None:
 
 Ein = Dialect(
     "ein",
-    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ConcatOp, PadOp, GroupOp, YieldOp, IfOp],
+    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ScatterOp, ConcatOp, PadOp, GroupOp, YieldOp, IfOp],
     [],
 )

@@ -15,7 +15,19 @@ from xdsl.ir import Block, Operation, SSAValue
 
 from einc.ir import mapexpr
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, IfOp, PadOp, ReshapeOp, WeightOp, YieldOp
+from einc.ir.ein import (
+    ConcatOp,
+    ConstantOp,
+    EinsumOp,
+    GatherOp,
+    GroupOp,
+    IfOp,
+    PadOp,
+    ReshapeOp,
+    ScatterOp,
+    WeightOp,
+    YieldOp,
+)
 
 _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
@@ -65,6 +77,24 @@ def gather(op: GatherOp, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.take(data, indices, axis=axis)
 
 
+_SCATTER = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def scatter(op: ScatterOp, data: np.ndarray, indices: np.ndarray, updates: np.ndarray) -> np.ndarray:
+    """A copy of `data` with `updates` stored (or folded, `ufunc.at`) where the indices say."""
+    axis = op.axis.value.data
+    idx = np.where(indices < 0, indices + data.shape[axis], indices)
+    rank, k = updates.ndim, idx.ndim
+    grids = np.ogrid[tuple(slice(n) for n in updates.shape)] if rank else []
+    where = (*grids[:axis], idx.reshape((1,) * axis + idx.shape + (1,) * (rank - axis - k)), *grids[axis + k :])
+    out = data.copy()
+    if op.reduction.data == "none":
+        out[where] = updates  # numpy keeps the last of duplicate indices
+    else:
+        _SCATTER[op.reduction.data].at(out, where, updates)
+    return out
+
+
 def _constant(op: ConstantOp) -> np.ndarray:
     ty = op.result.type
     dtype = type_to_numpy(ty.get_element_type())  # type: ignore[attr-defined]
@@ -75,6 +105,7 @@ EVALUATORS: dict[type[Operation], Callable[..., np.ndarray]] = {
     EinsumOp: lambda op, *xs: einsum(op, xs),
     ReshapeOp: lambda op, x: x.reshape(op.result.type.get_shape()),
     GatherOp: gather,
+    ScatterOp: scatter,
     ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
     PadOp: pad,
     ConstantOp: _constant,

@@ -16,7 +16,8 @@ identity and a nest over all indices that folds the map into the output. The
 loop order puts the index that is contiguous in the output innermost when some
 input is contiguous along it too (matmul runs m, k, n), else the reduction.
 Gather, concat and pad are loops over their output (or input) with computed
-source indices.
+source indices; scatter copies its data, then loops over its updates and stores
+each at its computed place.
 
 Scalars are computed in a *compute type* per storage type: bools are stored as
 bytes and computed as i1, unsigned integers widen to a signed type, 16-bit
@@ -71,6 +72,7 @@ from einc.ir.ein import (
     IfOp,
     PadOp,
     ReshapeOp,
+    ScatterOp,
     WeightOp,
     YieldOp,
     inline_group,
@@ -559,6 +561,33 @@ class _FunctionLowering:
 
         e.loops(names, extents, body)
 
+    def lower_scatter(self, e: _Emitter, op: ScatterOp) -> None:
+        """Copy the data into the result, then one loop over the updates that stores
+        each (or folds it into what is there) at its computed place, in order."""
+        data, idx, upd, out = (self.buffers[v] for v in (op.data, op.indices, op.updates, op.result))
+        axis, reduction = op.axis.value.data, op.reduction.data
+        size = data.shape[axis]
+        if out.ref is not data.ref:
+            names, extents = _vars(out.shape)
+            at = [IndexExpr.var(v) for v in names]
+            e.loops(names, extents, lambda ivs: e.store(e.load(data, e.offset(data, at, ivs)), out, e.offset(out, at, ivs)))
+        names, extents = _vars(upd.shape)
+        n_idx = len(idx.shape)
+        elem = compute_type(out.elem)
+
+        def body(ivs: dict[str, SSAValue]) -> None:
+            raw = e.emit(arith.IndexCastOp(e.load(idx, e.offset(idx, [IndexExpr.var(v) for v in names[axis : axis + n_idx]], ivs)), IndexType()))
+            negative = e.emit(arith.CmpiOp(raw, e.index(0), "slt"))
+            position = e.clamp(e.emit(arith.SelectOp(negative, e.emit(arith.AddiOp(raw, e.index(size))), raw)), 0, size - 1)
+            place = e.offset_of(out, [ivs[v] for v in names[:axis]] + [position] + [ivs[v] for v in names[axis + n_idx :]])
+            value = e.load(upd, e.offset(upd, [IndexExpr.var(v) for v in names], ivs))
+            if reduction != "none":
+                fold = mapexpr.Call(reduction, (mapexpr.Input(0), mapexpr.Input(1)))
+                value = e.scalar_expr(fold, [e.load(out, place), value], elem)
+            e.store(value, out, place)
+
+        e.loops(names, extents, body)
+
     def lower_concat(self, e: _Emitter, op: ConcatOp) -> None:
         out = self.buffers[op.result]
         axis = op.axis.value.data
@@ -678,6 +707,7 @@ class _FunctionLowering:
 _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operation], None]] = {
     EinsumOp: _FunctionLowering.lower_einsum,  # type: ignore[dict-item]
     GatherOp: _FunctionLowering.lower_gather,  # type: ignore[dict-item]
+    ScatterOp: _FunctionLowering.lower_scatter,  # type: ignore[dict-item]
     ConcatOp: _FunctionLowering.lower_concat,  # type: ignore[dict-item]
     PadOp: _FunctionLowering.lower_pad,  # type: ignore[dict-item]
     GroupOp: lambda self, e, op: _group_kernel(op).lower(self, e, op),  # type: ignore[union-attr]

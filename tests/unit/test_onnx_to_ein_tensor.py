@@ -569,3 +569,50 @@ def test_compress_by_a_runtime_condition_is_refused():
                 declared=[2, 2])
     with pytest.raises(EincError, match="runtime 'condition'.*shape would depend on its values"):
         lowered(case)
+
+
+# -- Scatter, ScatterElements, ScatterND, TensorScatter, TopK -------------------------------------
+
+SCATTER_CASES = [
+    Case("scatterelements-axis1-negative", "ScatterElements",
+         [In(f32(3, 4)), In(i64(1, -1, 0, 2, 2, 0).reshape(3, 2)), In(f32(3, 2))], {"axis": 1}, 16),
+    Case("scatterelements-add-duplicates", "ScatterElements",
+         [In(f32(4, 3)), In(i64(1, 1, 0, 1, -4, 2).reshape(2, 3)), In(f32(2, 3))], {"reduction": "add"}, 16),
+    Case("scatterelements-mul-constant-indices", "ScatterElements",
+         [In(f32(4, 3)), K(i64(3, 0, 0, 3, 2, 0).reshape(2, 3)), In(f32(2, 3))], {"reduction": "mul"}, 18),
+    Case("scatterelements-max-ints", "ScatterElements",
+         [In(ints(2, 5)), In(i64(4, 4, 0, 1, 1, 1).reshape(2, 3)), In(ints(2, 3))], {"axis": -1, "reduction": "max"}, 18),
+    Case("scatterelements-min-3d", "ScatterElements",
+         [In(f32(2, 3, 4)), In(ints(2, 2, 4, low=0, high=3)), In(f32(2, 2, 4))], {"axis": 1, "reduction": "min"}, 18),
+    Case("scatter-opset9", "Scatter", [In(f32(3, 3)), In(i64(1, 0, 2, 0, 2, 1).reshape(2, 3)), In(f32(2, 3))], {}, 9),
+    Case("scatternd-rows", "ScatterND", [In(f32(4, 3, 2)), K(i64(1, 3).reshape(2, 1)), In(f32(2, 3, 2))], {}, 16),
+    Case("scatternd-elements-negative", "ScatterND",
+         [In(f32(4, 3)), In(i64(1, 2, -1, -3, 0, 0).reshape(3, 2)), In(f32(3))], {}, 16),
+    Case("scatternd-add-duplicates", "ScatterND",
+         [In(f32(4, 3, 2)), In(i64(1, 2, 1, 2, 0, 1).reshape(3, 2)), In(f32(3, 2))], {"reduction": "add"}, 16),
+    Case("scatternd-mul", "ScatterND", [In(f32(3, 4)), In(i64(2, 2).reshape(2, 1)), In(f32(2, 4))], {"reduction": "mul"}, 16),
+    Case("scatternd-max-ints", "ScatterND", [In(ints(3, 4)), In(i64(0, 2, 0).reshape(3, 1)), In(ints(3, 4))],
+         {"reduction": "max"}, 18),
+    Case("scatternd-min-batch-of-index-tuples", "ScatterND",
+         [In(f32(4, 3)), In(ints(2, 2, 2, low=0, high=3)), In(f32(2, 2))], {"reduction": "min"}, 18),
+    Case("tensorscatter-linear", "TensorScatter", [In(f32(2, 3, 6, 4)), In(f32(2, 3, 2, 4)), In(i64(1, 4))], {}, 24),
+    Case("tensorscatter-circular", "TensorScatter", [In(f32(2, 3, 6, 4)), In(f32(2, 3, 3, 4)), In(i64(1, 4))],
+         {"mode": "circular"}, 24),
+    Case("tensorscatter-no-write-indices-axis1", "TensorScatter", [In(f32(2, 5, 3)), In(f32(2, 2, 3))], {"axis": 1}, 24),
+    Case("tensorscatter-last-axis", "TensorScatter", [In(f32(2, 2, 5)), In(f32(2, 2, 2)), In(i64(3, 0))], {"axis": -1}, 24),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in SCATTER_CASES])
+def test_scatter_lowering_matches_onnxruntime(case: Case):
+    test_lowering_matches_onnxruntime(case)
+
+
+def test_scatternd_is_one_ein_scatter_of_rows():
+    from einc.ir.ein import ScatterOp
+
+    ops = _ops(Case("s", "ScatterND", [In(f32(4, 3, 2)), In(i64(1, 3).reshape(2, 1)), In(f32(2, 3, 2))],
+                    {"reduction": "add"}, 16))
+    (scatter,) = [op for op in ops if isinstance(op, ScatterOp)]
+    assert scatter.reduction.data == "add" and list(scatter.data.type.get_shape()) == [4, 6]
+

@@ -36,7 +36,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import SSAValue
 
 from einc.ir.dtypes import numpy_to_type, type_to_numpy
-from einc.ir.ein import ConcatOp, ConstantOp, GatherOp, PadOp
+from einc.ir.ein import SCATTER_REDUCTIONS, ConcatOp, ConstantOp, GatherOp, PadOp, ScatterOp
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.onnx_to_ein.common import (
     CascadeBuilder,
@@ -174,17 +174,7 @@ def _gather_elements(b: CascadeBuilder, data: SSAValue, indices: SSAValue, axis:
     einsum over the indices and one iota per other dimension.
     """
     shape = shape_of(data)
-    idx_shape = shape_of(indices)
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-    vars_ = axis_vars(len(idx_shape))
-    inputs, exprs = [indices], [vars_]
-    terms = [f"select(lt($0, 0), $0 + {shape[axis]}, $0) * {strides[axis]}"]
-    for d, size in enumerate(idx_shape):
-        if d != axis and size > 1 and strides[d]:
-            terms.append(f"${len(inputs)}")
-            inputs.append(b.constant(np.arange(size, dtype=np.int64) * strides[d], i64))
-            exprs.append([vars_[d]])
-    flat = b.einsum(inputs, exprs, vars_, TensorType(i64, idx_shape), " + ".join(terms))
+    flat = _element_positions(b, shape, indices, axis)
     source = b.reshape(data, [math.prod(shape)])
     return b.insert(GatherOp(source, flat, 0, ty)).results[0]
 
@@ -677,6 +667,103 @@ def lower_reverse_sequence(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return [_gather_elements(b, x, source, time_axis, ty)]
 
 
+# -- scatters and selections ------------------------------------------------------------------------
+
+
+def _element_positions(b: CascadeBuilder, shape: Sequence[int], indices: SSAValue, axis: int) -> SSAValue:
+    """Flat positions in a tensor of `shape` of `i with i[axis] = indices[i]` (negatives wrap):
+    `wrap(indices[i]) * stride[axis] + sum_d i[d] * stride[d]`, one einsum over the indices
+    and one iota per other dimension (GatherElements, ScatterElements)."""
+    idx_shape = shape_of(indices)
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    vars_ = axis_vars(len(idx_shape))
+    inputs, exprs = [indices], [vars_]
+    terms = [f"select(lt($0, 0), $0 + {shape[axis]}, $0) * {strides[axis]}"]
+    for d, size in enumerate(idx_shape):
+        if d != axis and size > 1 and strides[d]:
+            terms.append(f"${len(inputs)}")
+            inputs.append(b.constant(np.arange(size, dtype=np.int64) * strides[d], i64))
+            exprs.append([vars_[d]])
+    return b.einsum(inputs, exprs, vars_, TensorType(i64, idx_shape), " + ".join(terms))
+
+
+def scatter_flat(b: CascadeBuilder, data: SSAValue, positions: SSAValue, updates: SSAValue, reduction: str = "none") -> SSAValue:
+    """`data` with `updates` stored at flat element `positions` (same shape as the updates)."""
+    flat = b.reshape(data, [math.prod(shape_of(data))])
+    n = math.prod(shape_of(positions))
+    op = ScatterOp(flat, b.reshape(positions, [n]), b.reshape(updates, [n]), 0, reduction)
+    return b.reshape(b.insert(op).results[0], shape_of(data))
+
+
+def _reduction(node: Node) -> str:
+    reduction = node.string_attr("reduction", "none")
+    if reduction not in SCATTER_REDUCTIONS:
+        raise Unsupported(f"reduction '{reduction}'")
+    return reduction
+
+
+def lower_scatter_elements(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """ScatterElements (and Scatter, its old name): `ein.scatter` into the flattened
+    data at the flat positions GatherElements would read."""
+    data, indices, updates = _input(node, 0), _input(node, 1), _input(node, 2)
+    if math.prod(shape_of(updates)) == 0:
+        return [data]
+    axis = normalize_axis(node.int_attr("axis", 0), len(shape_of(data)))
+    return [scatter_flat(b, data, _element_positions(b, shape_of(data), indices, axis), updates, _reduction(node))]
+
+
+def lower_scatter_nd(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Rows of the data viewed as [indexed, rest], replaced (or folded into) by rows of
+    the updates: `ein.scatter` on axis 0 at the linearised index tuples."""
+    data, indices, updates = _input(node, 0), _input(node, 1), _input(node, 2)
+    shape, idx_shape = shape_of(data), shape_of(indices)
+    k = idx_shape[-1]
+    q, rest = math.prod(idx_shape[:-1]), math.prod(shape[k:])
+    if q == 0 or rest == 0:
+        return [data]
+    q_vars = axis_vars(len(idx_shape) - 1)
+    strides = np.array([math.prod(shape[j + 1 : k]) for j in range(k)], np.int64)
+    flat = b.einsum(
+        [indices, b.constant(strides, i64), b.constant(np.array(shape[:k], np.int64), i64)],
+        [[*q_vars, "j"], ["j"], ["j"]],
+        q_vars,
+        TensorType(i64, idx_shape[:-1]),
+        "select(lt($0, 0), $0 + $2, $0) * $1",
+        "add",
+    )
+    rows = b.reshape(data, [math.prod(shape[:k]), rest])
+    op = ScatterOp(rows, b.reshape(flat, [q]), b.reshape(updates, [q, rest]), 0, _reduction(node))
+    return [b.reshape(b.insert(op).results[0], shape)]
+
+
+def lower_tensor_scatter(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """The cache viewed as rows [batch * middle * max_seq, rest]; update row
+    (b, m, s) goes to row `(b * M + m) * L + write_indices[b] + s` (mod L if circular)."""
+    cache, update, write = _input(node, 0), _input(node, 1), node.input(2)
+    shape, up_shape = shape_of(cache), shape_of(update)
+    axis = normalize_axis(node.int_attr("axis", -2), len(shape))
+    mode = node.string_attr("mode", "linear")
+    if axis == 0 or mode not in ("linear", "circular"):
+        raise Unsupported(f"axis {axis} (the batch axis) or mode '{mode}'")
+    batch, middle, length, seq = shape[0], math.prod(shape[1:axis]), shape[axis], up_shape[axis]
+    rest = math.prod(shape[axis + 1 :])
+    if math.prod(up_shape) == 0:
+        return [cache]
+    starts = np.arange(batch * middle, dtype=np.int64).reshape(batch, middle) * length
+    inputs, exprs = [b.constant(starts, i64), _iota(b, seq)], [["b", "m"], ["s"]]
+    position = "$1"
+    if write is not None:
+        inputs.append(write)
+        exprs.append(["b"])
+        position = "$2 + $1"
+    if mode == "circular":
+        position = f"mod({position}, {length})"
+    rows = b.einsum(inputs, exprs, ["b", "m", "s"], TensorType(i64, [batch, middle, seq]), f"$0 + {position}")
+    n = batch * middle * seq
+    op = ScatterOp(b.reshape(cache, [batch * middle * length, rest]), b.reshape(rows, [n]), b.reshape(update, [n, rest]))
+    return [b.reshape(b.insert(op).results[0], shape)]
+
+
 # -- scans -----------------------------------------------------------------------------------------
 
 SCAN_LIMIT = 32
@@ -1051,6 +1138,10 @@ LOWERINGS: dict[str, Lowering] = {
     "GatherElements": lower_gather_elements,
     "GatherND": lower_gather_nd,
     "ReverseSequence": lower_reverse_sequence,
+    "ScatterElements": lower_scatter_elements,
+    "Scatter": lower_scatter_elements,
+    "ScatterND": lower_scatter_nd,
+    "TensorScatter": lower_tensor_scatter,
     **{op: lower_scan for op in SCANS},
     "Resize": lower_resize,
     "Upsample": lower_resize,

@@ -102,3 +102,19 @@ func.func @if_yield_types(%c: tensor<i1>, %x: tensor<4xf32>, %y: tensor<2xf32>) 
   }
   func.return %0 : tensor<4xf32>
 }
+
+// -----
+
+func.func @scatter_updates_shape(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<3x3xf32>) -> tensor<5x3xf32> {
+  // expected-error @+1 {{scatter updates must have shape [2, 3]}}
+  %0 = ein.scatter %u into %x[%i] axis 0 : (tensor<5x3xf32>, tensor<2xi64>, tensor<3x3xf32>) -> tensor<5x3xf32>
+  func.return %0 : tensor<5x3xf32>
+}
+
+// -----
+
+func.func @scatter_reduction(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<2x3xf32>) -> tensor<5x3xf32> {
+  // expected-error @+1 {{unknown scatter reduction 'sum', expected one of none, add, mul, max, min}}
+  %0 = ein.scatter %u into %x[%i] axis 0 reduce sum : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
+  func.return %0 : tensor<5x3xf32>
+}

@@ -87,3 +87,12 @@ func.func @branch(%c: tensor<i1>, %x: tensor<4xf32>) -> (tensor<4xf32>, tensor<f
   }
   func.return %0, %1 : tensor<4xf32>, tensor<f32>
 }
+
+// CHECK-LABEL: func.func @scatter
+func.func @scatter(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<2x3xf32>) -> (tensor<5x3xf32>, tensor<5x3xf32>) {
+  // CHECK: ein.scatter %{{.*}} into %{{.*}}[%{{.*}}] axis 0 : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
+  %0 = ein.scatter %u into %x[%i] axis 0 : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
+  // CHECK: ein.scatter %{{.*}} into %{{.*}}[%{{.*}}] axis 0 reduce max
+  %1 = ein.scatter %u into %0[%i] axis 0 reduce max : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
+  func.return %0, %1 : tensor<5x3xf32>, tensor<5x3xf32>
+}

@@ -112,3 +112,26 @@ func.func @main(%c: tensor<i1>, %x: tensor<4xf32>) -> tensor<4xf32> attributes {
   }
   func.return %0 : tensor<4xf32>
 }
+
+// -----
+
+// Scatter: a copy of the data, then a loop over the updates that folds each into
+// the output at its wrapped, clamped row.
+// CHECK-LABEL: func.func @main
+// CHECK-SAME:  (%[[X:.+]]: memref<15xf32>, %[[I:.+]]: memref<2xi64>, %[[U:.+]]: memref<6xf32>, %[[O:.+]]: memref<15xf32>)
+// CHECK:       %[[D:.+]] = memref.load %[[X]]
+// CHECK-NEXT:  arith.muli
+// CHECK-NEXT:  arith.addi
+// CHECK-NEXT:  memref.store %[[D]], %[[O]]
+// CHECK:       %[[RAW:.+]] = memref.load %[[I]]
+// CHECK-NEXT:  %[[IX:.+]] = arith.index_cast %[[RAW]] : i64 to index
+// CHECK-NEXT:  %[[NEG:.+]] = arith.cmpi slt, %[[IX]]
+// CHECK:       arith.select %[[NEG]]
+// CHECK:       %[[V:.+]] = memref.load %[[U]]
+// CHECK-NEXT:  %[[OLD:.+]] = memref.load %[[O]][%[[AT:.+]]]
+// CHECK-NEXT:  %[[NEW:.+]] = arith.addf %[[OLD]], %[[V]] : f32
+// CHECK-NEXT:  memref.store %[[NEW]], %[[O]][%[[AT]]]
+func.func @main(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<2x3xf32>) -> tensor<5x3xf32> {
+  %0 = ein.scatter %u into %x[%i] axis 0 reduce add : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
+  func.return %0 : tensor<5x3xf32>
+}
