@@ -616,3 +616,31 @@ def test_scatternd_is_one_ein_scatter_of_rows():
     (scatter,) = [op for op in ops if isinstance(op, ScatterOp)]
     assert scatter.reduction.data == "add" and list(scatter.data.type.get_shape()) == [4, 6]
 
+
+
+TIES = np.array([[1, 2, 2, 1, 3, 3], [0, 0, 0, 0, 0, 0], [-0.0, 0.0, np.inf, -np.inf, 5, 0.0]], np.float32)
+
+TOPK_CASES = [
+    Case("topk-last-axis", "TopK", [In(f32(3, 7)), K(i64(3))], {}, 11, outputs=2),
+    Case("topk-smallest-axis0", "TopK", [In(f32(6, 4)), K(i64(2))], {"axis": 0, "largest": 0}, 11, outputs=2),
+    Case("topk-ties-keep-index-order", "TopK", [In(TIES), K(i64(4))], {}, 11, outputs=2),
+    Case("topk-ties-smallest", "TopK", [In(TIES), K(i64(5))], {"largest": 0}, 11, outputs=2),
+    Case("topk-ints-middle-axis", "TopK", [In(ints(2, 3, 5, low=-3, high=3, dtype=np.int32)), K(i64(2))],
+         {"axis": 1}, 11, outputs=2),
+    Case("topk-all-of-the-axis", "TopK", [In(f32(2, 5)), K(i64(5))], {"axis": -1}, 11, outputs=2),
+    Case("topk-opset1-attribute", "TopK", [In(f32(2, 5))], {"k": 2}, 1, outputs=2),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in TOPK_CASES])
+def test_topk_lowering_matches_onnxruntime(case: Case):
+    test_lowering_matches_onnxruntime(case)
+
+
+def test_topk_is_a_rank_count_and_two_selections():
+    ops = [op for op in _ops(Case("t", "TopK", [In(f32(3, 7)), K(i64(3))], {}, 11, outputs=2)) if isinstance(op, EinsumOp)]
+    assert [(op.reduce_op, op.map.data) for op in ops] == [
+        ("add", "select(or(gt($1, $0), and(eq($1, $0), lt($3, $2))), 1, 0)"),
+        ("max", "select(eq($1, $2), $0, -inf)"),
+        ("add", "select(eq($1, $2), $0, 0)"),
+    ]

@@ -764,6 +764,43 @@ def lower_tensor_scatter(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return [b.reshape(b.insert(op).results[0], shape)]
 
 
+def lower_top_k(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """TopK as einsums, with no sort: rank[i] counts the elements that beat x[i]
+    along the axis (larger, or smaller if `largest` is 0; an equal one beats it when
+    it comes first, so ties keep index order as the spec says), then output slot r
+    selects the element whose rank is r (a one-hot contraction over the axis).
+
+    Cost is O(n^2 + n k) compares per row, with no data-dependent control flow, so
+    it stays an einsum cascade every backend runs; a sorting op would be O(n log n)
+    but one more op each backend must implement. Outputs are always sorted (valid
+    for `sorted` 0 too). NaNs compare false, so a row with NaNs is not ordered as
+    onnxruntime orders it.
+    """
+    x = _input(node, 0)
+    shape = shape_of(x)
+    axis = normalize_axis(node.int_attr("axis", -1), len(shape))
+    values_ty, indices_ty = node.result_types
+    n, k = shape[axis], values_ty.get_shape()[axis]
+    vars_ = axis_vars(len(shape))
+    others = [*vars_[:axis], "j", *vars_[axis + 1 :]]
+    slots = [*vars_[:axis], "r", *vars_[axis + 1 :]]
+    if k == 0 or math.prod(shape) == 0:
+        return [_empty(b, values_ty), _empty(b, indices_ty)]
+    beats = "gt" if node.int_attr("largest", 1) else "lt"
+    position = _iota(b, n)
+    rank = b.einsum(
+        [x, x, position, position], [vars_, others, [vars_[axis]], ["j"]], vars_, TensorType(i64, shape),
+        f"select(or({beats}($1, $0), and(eq($1, $0), lt($3, $2))), 1, 0)", "add",
+    )
+    slot = _iota(b, k)
+    pick = [[vars_[axis]], vars_, ["r"]]
+    floats = type_to_numpy(values_ty.get_element_type()).kind == "f"
+    fill, fold = ("-inf", "max") if floats else ("0", "add")  # max keeps -0.0 and infinities exact
+    values = b.einsum([x, rank, slot], pick[1:2] + pick[1:], slots, values_ty, f"select(eq($1, $2), $0, {fill})", fold)
+    indices = b.einsum([position, rank, slot], pick, slots, indices_ty, "select(eq($1, $2), $0, 0)", "add")
+    return [values, indices]
+
+
 # -- scans -----------------------------------------------------------------------------------------
 
 SCAN_LIMIT = 32
@@ -1142,6 +1179,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Scatter": lower_scatter_elements,
     "ScatterND": lower_scatter_nd,
     "TensorScatter": lower_tensor_scatter,
+    "TopK": lower_top_k,
     **{op: lower_scan for op in SCANS},
     "Resize": lower_resize,
     "Upsample": lower_resize,
