@@ -17,8 +17,8 @@ from einc.frontend.onnx import import_model
 from einc.ir.ein import EinsumOp, PadOp
 from einc.ir.interpret import run_function
 from einc.passes import Pipeline
-from tests.conftest import IR_VERSION
-from tests.unit.test_onnx_to_ein_math import check_lowering, node_model
+from tests.conftest import IR_VERSION, ort_run
+from tests.unit.test_onnx_to_ein_math import check_lowering, node_model, onnx_reference
 
 RTOL, ATOL = 1e-5, 1e-5
 
@@ -367,3 +367,76 @@ def test_lrn_even_size_follows_the_spec(rng):
     (interpreted,) = run_function(next(iter(imported.module.ops)), [x], imported.weights)
     np.testing.assert_allclose(interpreted, expected, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(einc.compile(model).run({"x": x})["y0"], expected, rtol=RTOL, atol=ATOL)
+
+
+# -- DFT, STFT, MelWeightMatrix -------------------------------------------------------
+
+SPECTRAL_TOL = 1e-4
+"""A DFT sums n products of magnitude ~1: float32 error grows with n (onnxruntime uses an FFT)."""
+
+
+def _dft_case(name, shape, opset=20, length=None, axis=None, **attrs):
+    return pytest.param(shape, opset, length, axis, attrs, id=name)
+
+
+DFTS = [
+    _dft_case("real", (1, 10, 10, 1), axis=1),
+    _dft_case("complex-inverse", (2, 8, 3, 2), axis=1, inverse=1),
+    _dft_case("rfft", (1, 10, 10, 1), axis=1, onesided=1),
+    _dft_case("irfft", (1, 6, 10, 2), axis=1, inverse=1, onesided=1),
+    _dft_case("irfft-odd-length", (2, 5, 2), length=9, axis=1, inverse=1, onesided=1),
+    _dft_case("padded", (3, 5, 1), length=8, axis=-2),
+    _dft_case("truncated-complex", (3, 12, 2), length=7),
+    _dft_case("default-axis-rfft-odd", (4, 9, 1), onesided=1),
+    _dft_case("opset17-axis-attribute", (1, 10, 7, 1), opset=17, axis=2),
+    _dft_case("opset17-length", (2, 6, 2), opset=17, length=16, inverse=1),
+    _dft_case("long", (2, 100, 1), axis=1),
+]
+
+
+@pytest.mark.parametrize("shape,opset,length,axis,attrs", DFTS)
+def test_dft_matches_onnxruntime(rng, shape, opset, length, axis, attrs):
+    feeds = {"x": _f(rng, *shape)}
+    inits = {} if length is None else {"len": np.array(length, np.int64)}
+    names = ["x", "len" if length is not None else ""]
+    if opset >= 20 and axis is not None:
+        inits["axis"] = np.array(axis, np.int64)
+        names.append("axis")
+    elif axis is not None:
+        attrs = {**attrs, "axis": axis}
+    model = node_model("DFT", feeds, inits, opset=opset, input_names=names, **attrs)
+    # onnxruntime's transform of 100 points is off by 2e-4 (the Nyquist bin's imaginary
+    # part of a real signal, exactly 0): there onnx's reference (numpy's FFT in f64) decides
+    reference = onnx_reference if shape[axis or -2] > 64 else ort_run
+    check_lowering(model, feeds, rtol=SPECTRAL_TOL, atol=SPECTRAL_TOL, reference=reference)
+
+
+@pytest.mark.parametrize("window", [False, True])
+@pytest.mark.parametrize("parts,length,step", [(1, 16, 8), (2, 10, 3)])
+def test_stft_matches_onnxruntime(rng, window, parts, length, step):
+    feeds = {"x": _f(rng, 2, 64, parts)}
+    inits = {"step": np.array(step, np.int64), "len": np.array(length, np.int64)}
+    names = ["x", "step", "", "len"]
+    if window:
+        feeds["w"] = np.hanning(length).astype(np.float32)
+        names[2] = "w"
+    model = node_model("STFT", feeds, inits, opset=17, input_names=names, onesided=int(parts == 1))
+    check_lowering(model, feeds, rtol=SPECTRAL_TOL, atol=SPECTRAL_TOL)
+
+
+def test_stft_with_the_default_onesided_names_onnx_inference_bug(rng):
+    """onnx 1.23 infers a full spectrum where the schema's default (onesided=1) asks for half."""
+    feeds = {"x": _f(rng, 1, 64, 1)}
+    model = node_model("STFT", feeds, {"step": np.array(8, np.int64), "len": np.array(16, np.int64)},
+                       opset=17, input_names=["x", "step", "", "len"])
+    with pytest.raises(EincError, match="set it explicitly"):
+        einc.compile(model)
+
+
+@pytest.mark.parametrize("bins,length,rate,low,high", [(8, 16, 8192, 0.0, 4096.0), (20, 64, 16000, 125.0, 7600.0)])
+def test_mel_weight_matrix_matches_onnxruntime(bins, length, rate, low, high):
+    """Sample rate and band limits stay runtime inputs; the bin count and length set the shape."""
+    feeds = {"rate": np.array(rate, np.int32), "low": np.array(low, np.float32), "high": np.array(high, np.float32)}
+    inits = {"bins": np.array(bins, np.int32), "len": np.array(length, np.int32)}
+    model = node_model("MelWeightMatrix", feeds, inits, opset=17, input_names=["bins", "len", "rate", "low", "high"])
+    check_lowering(model, feeds)

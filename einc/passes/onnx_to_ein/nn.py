@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, StringAttr, TensorType
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, Float64Type, StringAttr, TensorType
 from xdsl.ir import SSAValue
 
-from einc.ir.dtypes import type_to_numpy
+from einc.ir.dtypes import numpy_to_type, type_to_numpy
 from einc.ir.ein import ConcatOp, PadOp
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.onnx_to_ein.common import (
@@ -1004,6 +1004,143 @@ def lower_recurrent(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return _results(values)
 
 
+# -- spectral ops: DFT, STFT, MelWeightMatrix ---------------------------------------
+
+
+def _known_int(node: Node, n: int, default: int | None) -> int | None:
+    """A scalar integer input known at compile time; `default` if absent."""
+    if node.input(n) is None:
+        return default
+    value = node.constant_input(n)
+    if value is None:
+        raise Unsupported(f"input {n} must be a constant: it sets the result's shape")
+    return int(value.reshape(-1)[0])
+
+
+def _arange(b: CascadeBuilder, n: int, dtype: type = np.int64) -> SSAValue:
+    array = np.arange(n, dtype=dtype)
+    return b.constant(array, numpy_to_type(array.dtype))
+
+
+def _twiddles(
+    b: CascadeBuilder, extents: Sequence[int], length: int, inverse: bool, half: bool, like: SSAValue
+) -> SSAValue:
+    """T[n, c, k, o]: the DFT of length L as a contraction over input position n and
+    component c (real, imaginary) to output position k and component o.
+
+    (c, o) = (0, 0), (1, 1): cos a; (1, 0), (0, 1): +-sin a, a = 2 pi (n k mod L) / L
+    (the product reduced exactly in integers), sign by direction; inverse scales by
+    1/L. Input positions past L (a truncated signal) get zeros. `half` is the
+    inverse of a one-sided spectrum (irfft): bins up to L/2, the ones that stand for
+    a conjugate pair counted twice. Computed in f64 over iotas (folded to a
+    constant when small) and converted to the signal's type.
+    """
+    sign = -1 if inverse else 1
+    angle = f"mod($0 * $1, {length}) * {2 * np.pi / length!r}"
+    value = f"select(eq($2, $3), cos({angle}), {sign} * ($2 - $3) * sin({angle}))"
+    if half:
+        value = f"select(or(eq($0, 0), eq($0 * 2, {length})), 1.0, 2.0) * {value}"
+    if inverse:
+        value = f"{value} * {1 / length!r}"
+    keep = f"le($0, {length // 2})" if half else f"lt($0, {length})"
+    iotas = [_arange(b, extents[d]) for d in (0, 2, 1, 3)]  # n, k, c, o as the map reads them
+    ty = TensorType(Float64Type(), list(extents))
+    table = b.einsum(iotas, [["n"], ["k"], ["c"], ["o"]], ["n", "c", "k", "o"], ty, f"select({keep}, {value}, 0.0)")
+    if _dtype(like) == np.float64:
+        return table
+    return b.elementwise([table], "$0", tensor_type(extents, like))
+
+
+def lower_dft(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """DFT along one axis as one contraction with a twiddle table:
+    Y[.., k, .., o] = sum_{n,c} X[.., n, .., c] * T[n, c, k, o].
+
+    The last dim holds (real) or (real, imaginary); dft_length zero-pads or
+    truncates; onesided keeps bins 0..L/2 (forward) or reads them (inverse: a
+    real signal, irfft). The length and axis must be constants. Work is n * k
+    (no FFT), which suits the short transforms of feature extractors.
+    """
+    x = _input(node, 0)
+    shape = shape_of(x)
+    ty = node.result_types[0]
+    out = list(ty.get_shape())
+    rank = len(shape)
+    axis = node.int_attr("axis", 1) if node.opset < 20 else _known_int(node, 2, -2)
+    axis = normalize_axis(axis, rank)  # type: ignore[arg-type]
+    if axis == rank - 1 or shape[-1] not in (1, 2):
+        raise Unsupported(f"DFT along axis {axis} of a signal of shape {list(shape)}")
+    inverse, onesided = bool(node.int_attr("inverse", 0)), bool(node.int_attr("onesided", 0))
+    half = inverse and onesided
+    length = _known_int(node, 1, 2 * (shape[axis] - 1) if half else shape[axis])
+    assert length is not None
+    if length < 1:
+        raise Unsupported(f"dft_length {length}")
+    extents = [shape[axis], shape[-1], out[axis], out[-1]]
+    table = _twiddles(b, extents, length, inverse, half, x)
+    vars_ = axis_vars(rank)
+    x_idx = [*vars_[:axis], "n", *vars_[axis + 1 : -1], "c"]
+    y_idx = [*vars_[:axis], "k", *vars_[axis + 1 : -1], "o"]
+    return [b.einsum([x, table], [x_idx, ["n", "c", "k", "o"]], y_idx, ty, "$0 * $1", "add")]
+
+
+def lower_stft(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """STFT: frames read with an affine index, the window folded into the twiddles:
+    Y[b, f, k, o] = sum_{n,c} X[b, f * step + n, c] * (W[n] * T[n, c, k, o]).
+
+    frame_step and frame_length must be constants; the window may be a runtime input.
+    """
+    x = _input(node, 0)
+    batch, signal, parts = shape_of(x)
+    ty = node.result_types[0]
+    step = _known_int(node, 1, None)
+    window = node.input(2)
+    length = _known_int(node, 3, shape_of(window)[0] if window is not None else signal)
+    assert step is not None and length is not None
+    onesided = bool(node.int_attr("onesided", 1))
+    frames, bins = (signal - length) // step + 1, length // 2 + 1 if onesided else length
+    if list(ty.get_shape()) != [batch, frames, bins, 2]:
+        raise Unsupported(
+            f"result shape {list(ty.get_shape())}, expected {[batch, frames, bins, 2]} (onnx 1.23's shape "
+            "inference reads a missing onesided as 0, the schema's default is 1: set it explicitly)"
+        )
+    table = _twiddles(b, [length, parts, bins, 2], length, False, False, x)
+    if window is not None:
+        table = b.einsum([table, window], [["n", "c", "k", "o"], ["n"]], ["n", "c", "k", "o"],
+                         tensor_type(shape_of(table), x), "$0 * $1")
+    frame = IndexExpr.affine({"f": step, "n": 1})
+    return [b.einsum([x, table], [["b", frame, "c"], ["n", "c", "k", "o"]], ["b", "f", "k", "o"], ty, "$0 * $1", "add")]
+
+
+def lower_mel_weight_matrix(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """MelWeightMatrix [dft_length / 2 + 1, bins] as onnx's reference builds it:
+    M + 2 band edges equally spaced in mel (2595 log10(1 + f / 700)) mapped to FFT
+    bins (floor((L + 1) f / rate)), then one triangle per band rising from edge i
+    to i + 1 and falling to i + 2. Sample rate and band limits may be runtime
+    scalars: the edges are one einsum of them (in f64), the triangles another.
+    """
+    ty = node.result_types[0]
+    spectrum, bins = ty.get_shape()
+    length = _known_int(node, 1, None)
+    assert length is not None
+    scalars = [
+        b.einsum([v], [["0"] * len(shape_of(v))], [], TensorType(Float64Type(), []))
+        for v in (_input(node, n) for n in (2, 3, 4))
+    ]
+    ln10 = float(np.log(10))
+    mel = "2595.0 * log(1.0 + ${} / 700.0) * {!r}".format
+    low, high = mel(2, 1 / ln10), mel(3, 1 / ln10)
+    hertz = f"700.0 * (exp(($0 * (({high}) - ({low})) * {1 / (bins + 2)!r} + ({low})) * {ln10 / 2595!r}) - 1.0)"
+    edges = b.einsum(
+        [_arange(b, bins + 2, np.float64), *scalars], [["i"], [], [], []], ["i"], TensorType(Float64Type(), [bins + 2]),
+        f"floor({length + 1}.0 * ({hertz}) / $1)",
+    )
+    rise = "select(eq($1, $0), 1.0, ($3 - $0) / ($1 - $0))"
+    triangle = f"select(and(ge($3, $1), lt($3, $2)), ($2 - $3) / ($2 - $1), select(and(ge($3, $0), le($3, $1)), {rise}, 0.0))"
+    left = _pad(b, edges, [0], [-2])  # a plain index takes its range from what it reads
+    return [b.einsum([left, edges, edges, _arange(b, spectrum, np.float64)],
+                     [["i"], [IndexExpr.affine({"i": 1}, 1)], [IndexExpr.affine({"i": 1}, 2)], ["j"]], ["j", "i"], ty, triangle)]
+
+
 LOWERINGS: dict[str, Lowering] = {
     **{op: _activation(row) for op, row in ACTIVATIONS.items()},
     "Gelu": lower_gelu,
@@ -1024,4 +1161,7 @@ LOWERINGS: dict[str, Lowering] = {
     "LpNormalization": lower_lp_norm,
     "LRN": lower_lrn,
     **{op: lower_recurrent for op in RECURRENCES},
+    "DFT": lower_dft,
+    "STFT": lower_stft,
+    "MelWeightMatrix": lower_mel_weight_matrix,
 }
