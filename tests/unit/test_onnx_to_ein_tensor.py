@@ -644,3 +644,30 @@ def test_topk_is_a_rank_count_and_two_selections():
         ("max", "select(eq($1, $2), $0, -inf)"),
         ("add", "select(eq($1, $2), $0, 0)"),
     ]
+
+
+SEEDED_DROPOUT = [
+    ("runtime-mode-and-ratio-on", [In(f32(3, 4, 5)), In(np.array(0.75, np.float32)), In(np.array(True))], 2),
+    ("runtime-mode-off", [In(f32(3, 4, 5)), In(np.array(0.75, np.float32)), In(np.array(False))], 2),
+    ("runtime-ratio-zero", [In(f32(3, 4, 5)), In(np.array(0.0, np.float32)), In(np.array(True))], 2),
+    ("default-ratio", [In(f32(2, 7)), None, In(np.array(True))], 1),
+    ("constant-training", [In(f32(4, 6)), K(np.array(0.3, np.float32)), K(np.array(True))], 2),
+]
+
+
+@pytest.mark.parametrize("inputs,outputs", [pytest.param(i, o, id=n) for n, i, o in SEEDED_DROPOUT])
+def test_seeded_training_dropout_draws_onnx_reference_mask(inputs, outputs):
+    """A seeded training-mode Dropout draws numpy's MT19937 stream of the seed, as onnx's
+    reference does (onnxruntime has a generator of its own, so it is not the judge)."""
+    from onnx.reference import ReferenceEvaluator
+
+    case = Case("dropout", "Dropout", inputs, {"seed": 3}, 22, outputs=outputs)
+    model, feeds = model_of(case), feeds_of(case)
+    judged = Case("dropout", "Dropout", [inputs[0], inputs[1] or K(np.array(0.5, np.float32)), *inputs[2:]],
+                  {"seed": 3}, 22, outputs=outputs)  # the reference needs the ratio given
+    expected = [np.asarray(v) for v in ReferenceEvaluator(model_of(judged)).run(None, feeds)]
+    imported, main = lowered(case)
+    compiled = einc.compile(model).run(feeds)
+    for got_i, got_c, want in zip(run_function(main, list(feeds.values()), imported.weights), compiled.values(), expected):
+        assert_same(got_i, want, "Dropout")
+        assert_same(got_c, want, "Dropout")

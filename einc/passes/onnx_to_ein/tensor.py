@@ -280,12 +280,21 @@ def lower_identity(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     return [_input(node, 0)]
 
 
+DROPOUT_DRAWS_LIMIT = 1 << 16
+"""Most elements a seeded training-mode Dropout draws its uniforms for at compile time."""
+
+
 def lower_dropout(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """Inference Dropout: the identity, and a mask of ones if it is asked for.
+    """Dropout: the identity (and a mask of ones) in inference mode.
 
     Training mode (`is_test=0` before opset 7, the `training_mode` input since
-    opset 12) with a nonzero ratio draws a random mask: refused, also where
-    training_mode or ratio is only known at run time.
+    opset 12) with a nonzero ratio draws a random mask. With a `seed` (opset 12
+    on), einc draws it as onnx's reference does, numpy's legacy MT19937 stream
+    from the seed (`uniform(0, 1) >= ratio` keeps), once at compile time: every
+    run uses the same mask. training_mode and ratio may then be runtime inputs
+    (a select picks the identity where training is off or the ratio is 0).
+    Without a seed, or with a runtime training_mode or ratio and no seed, it is
+    refused.
     """
     x = _input(node, 0)
     training: bool | None = False
@@ -295,15 +304,39 @@ def lower_dropout(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     elif node.opset >= 12:
         mode = _scalar_input(node, 2, 0.0)
         training, ratio = None if mode is None else bool(mode), _scalar_input(node, 1, 0.5)
+    results = [x]
+    mask_ty = node.result_types[1] if len(node.result_types) > 1 else None
     if training is not False and ratio != 0.0:
         shown = "a runtime ratio" if ratio is None else f"ratio {ratio}"
+        if node.attr("seed") is not None and node.opset >= 12 and math.prod(shape_of(x)) <= DROPOUT_DRAWS_LIMIT:
+            return _seeded_dropout(b, node, x, mask_ty if isinstance(mask_ty, TensorType) else None)
         if training is None:
             raise Unsupported(f"Dropout with a runtime training_mode and {shown} may draw a random mask")
         raise Unsupported(f"training-mode Dropout ({shown}) draws a random mask")
-    results = [x]
-    if len(node.result_types) > 1 and isinstance(mask_ty := node.result_types[1], TensorType):
+    if isinstance(mask_ty, TensorType):
         one = b.constant(np.array(1, _elem_dtype(mask_ty)), mask_ty)
         results.append(b.einsum([one], [[]], axis_vars(len(mask_ty.get_shape())), mask_ty))
+    return results
+
+
+def _seeded_dropout(b: CascadeBuilder, node: Node, x: SSAValue, mask_ty: TensorType | None) -> list[SSAValue]:
+    """y = x / (1 - r) where u >= r, else 0, with u the seed's uniforms (f64, as numpy
+    compares them); the identity where training_mode is off or r is 0."""
+    shape = shape_of(x)
+    draws = np.random.RandomState(node.int_attr("seed", 0)).uniform(0.0, 1.0, shape)
+    vars_ = axis_vars(len(shape))
+    inputs, indices = [x, b.constant(draws, numpy_to_type(draws.dtype))], [vars_, vars_]
+    ratio = "0.5"
+    for n, name in ((1, "ratio"), (2, "mode")):
+        if (value := node.input(n)) is not None:
+            inputs.append(value)
+            indices.append(_scalar(value))
+            ratio = f"${len(inputs) - 1}" if name == "ratio" else ratio
+    active = f"and(${len(inputs) - 1}, ne({ratio}, 0))"
+    scaled = f"select(ge($1, {ratio}), $0 * (1.0 / (1.0 - {ratio})), 0)"
+    results = [b.einsum(inputs, indices, vars_, node.result_types[0], f"select({active}, {scaled}, $0)")]
+    if mask_ty is not None:
+        results.append(b.einsum(inputs, indices, vars_, mask_ty, f"or(not({active}), ge($1, {ratio}))"))
     return results
 
 
