@@ -7,18 +7,27 @@ Two kinds of group, each a unit a backend compiles on its own:
   residual add, scaling). The CPU backend runs it as a packed, register-blocked
   GEMM whose epilogue applies the consumers' maps while the tile is in
   registers; the intermediate tensors are never written.
-- "rows": a reduction with the elementwise einsums around it that share its
-  output rows (softmax's max, exp, sum, divide; LayerNorm's mean, centre,
-  variance, scale), when the pass-count analysis puts the whole chain in at
-  most two passes over the reduced rank: the row then stays in cache between
-  the passes instead of going through memory per einsum.
+- "rows": a reduction with the einsums after it that share its rows
+  (softmax's max, exp, sum, divide; LayerNorm's mean, centred variance,
+  reciprocal deviation, scale): every member is indexed by the reduction's
+  row dims P and possibly its reduced dims R, and reduces, if at all, over all
+  of R. The pass-count analysis (einc.analysis.pass_count) says how many
+  traversals of R the chain needs (softmax and LayerNorm: three); the kernel
+  makes all of them over one row before the next, so the row is read from
+  memory once and the later passes find it in cache, instead of each einsum
+  streaming the whole tensor. Members may be read outside (attention's
+  exponentials and sums feed the value contraction): each such value is a
+  result of the group.
 
 The cost rule: elementwise einsums after a contraction join its group when
 every value they make, but the last, is read only inside the group (fusing
 then removes a write and a read of the whole tensor per einsum and adds no
 work); a reader outside, a reduction, a map function the vector epilogue
-lacks (`EPILOGUE_FUNCTIONS`) or a non-f32 type ends the group. Each group records why in `einc.why`, which
-`einc explain` prints.
+lacks (`EPILOGUE_FUNCTIONS`) or a non-f32 type ends the group. A rows group
+takes, in program order, every einsum that reads one of its values while that
+einsum fits the row space (same rows, all of R or none reduced, f32, plain
+indices, vector map functions); the first reader that does not fit ends it.
+Each group records why in `einc.why`, which `einc explain` prints.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from einc.backends.llvm.ukernels.vector import EPILOGUE_FUNCTIONS
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, YieldOp
 from einc.ir.indexexpr import IndexExpr
+
 
 def _f32(value: SSAValue) -> bool:
     ty = value.type
@@ -141,9 +151,14 @@ def epilogue_chain(con: EinsumOp) -> tuple[list[EinsumOp], str]:
     return chain[:best], stop
 
 
-def _make_group(kind: str, ops: Sequence[EinsumOp], why: str) -> GroupOp:
-    """Wrap `ops` (in order, the last one's result escaping) into an isolated group."""
+def _make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[SSAValue] | None = None) -> GroupOp:
+    """Wrap `ops` (in order) into an isolated group placed where the last one was.
+
+    `outputs` are the values read outside (by default the last op's result);
+    every reader of them must come after the last op.
+    """
     inside = {op.output for op in ops}
+    escaping = list(outputs) if outputs is not None else [ops[-1].output]
     inputs: list[SSAValue] = []
     for op in ops:
         for v in op.inputs:
@@ -161,14 +176,15 @@ def _make_group(kind: str, ops: Sequence[EinsumOp], why: str) -> GroupOp:
         mapping[op.output] = clone.output
         clone.output.name_hint = op.output.name_hint
         block.add_op(clone)
-    block.add_op(YieldOp([mapping[last.output]]))
-    group = GroupOp(inputs, [last.output.type], kind, Region(block))
+    block.add_op(YieldOp([mapping[v] for v in escaping]))
+    group = GroupOp(inputs, [v.type for v in escaping], kind, Region(block))
     group.attributes["einc.why"] = StringAttr(why)
-    group.outputs[0].name_hint = last.output.name_hint
     parent = last.parent_block()
     assert parent is not None
     parent.insert_op_after(group, last)
-    last.output.replace_all_uses_with(group.outputs[0])
+    for value, result in zip(escaping, group.outputs):
+        result.name_hint = value.name_hint
+        value.replace_all_uses_with(result)
     for op in reversed(ops):
         op.detach()
         op.erase()
@@ -190,9 +206,172 @@ def fuse_contractions(fn: func.FuncOp) -> list[GroupOp]:
     return groups
 
 
+# -- rows groups ---------------------------------------------------------------------------
+
+
+@dataclass
+class RowSpace:
+    """The canonical dims of a rows group: rows P (the seed reduction's output) and the
+    reduced dims R, and for each member the canonical dim of every index variable.
+
+    `ready[v]` is the pass after which a member value can be read: a full value
+    (over P and R) streams in its pass and is re-read from storage later; a
+    per-row value is ready once the reduction it comes from has finished. A
+    full or reducing einsum runs in pass max(full inputs' pass, per-row
+    inputs' pass + 1): FuseMax's rule, the count einc.analysis.pass_count gives.
+    """
+
+    extents: dict[str, int]
+    p: list[str]
+    r: list[str]
+    ops: list[EinsumOp]
+    dims: dict[SSAValue, list[str]]
+    names: dict[EinsumOp, dict[str, str]]
+    ready: dict[SSAValue, int]
+    passes: dict[EinsumOp, int]
+    seen: dict[SSAValue, list[str | None]]
+    """The canonical dim of each axis of the inputs members read (None: a constant index)."""
+
+    @property
+    def pass_count(self) -> int:
+        return max(self.passes.values(), default=0)
+
+    def full(self, value: SSAValue) -> bool:
+        return len(self.dims[value]) > len(self.p)
+
+    @staticmethod
+    def seed(op: Operation) -> RowSpace | None:
+        """The space of a reduction that can start a rows group (a plain, f32, non-contraction reduce)."""
+        if not (isinstance(op, EinsumOp) and op.reduce_op is not None and op.reduction_vars() and not is_contraction(op)):
+            return None
+        extents = op.extents()
+        p = [f"p{i}" for i in range(len(op.output_vars))]
+        r = [f"r{i}" for i in range(len(op.reduction_vars()))]
+        space = RowSpace({}, p, r, [], {}, {}, {}, {}, {})
+        names = dict(zip(op.output_vars, p)) | dict(zip(op.reduction_vars(), r))
+        space.extents = {names[v]: extents[v] for v in names}
+        return space if space._check(op, names) is None else None
+
+    def _check(self, op: EinsumOp, names: dict[str, str]) -> str | None:
+        """Why `op` with its variables named `names` cannot join (None: it joined)."""
+        if not all(_f32(v) for v in [*op.inputs, op.output]):
+            return "read by a non-f32 einsum"
+        missing = _functions(op.map_expr) - EPILOGUE_FUNCTIONS
+        if missing:
+            return f"read by a map the vector code lacks ({', '.join(sorted(missing))})"
+        for exprs in op.input_exprs:
+            if any(e.terms and e.plain_var is None for e in exprs):
+                return "read through an affine index"
+        if set(names) != set(op.output_vars) | set(op.reduction_vars()) or any(v not in names for v in op.output_vars):
+            return "read by an einsum with dims outside the rows"
+        out = [names[v] for v in op.output_vars]
+        reduced = {names[v] for v in op.reduction_vars()}
+        if len(set(out)) != len(out) or set(out) not in (set(self.p), set(self.p) | set(self.r)):
+            return "read by an einsum of other rows"
+        if out not in (self.p, self.p + self.r):
+            return "read by an einsum that writes the rows in another order (a transpose)"
+        if op.reduce_op is not None and (reduced != set(self.r) or set(out) != set(self.p)):
+            return "read by a reduction over other dims"
+        ready = [self.ready[v] + (0 if self.full(v) else 1) for v in op.inputs if v in self.ready]
+        step = max([1, *ready])
+        self.ops.append(op)
+        self.names[op] = names
+        for value, exprs in zip(op.inputs, op.input_exprs):
+            if value not in self.dims and value not in self.seen:
+                self.seen[value] = [names.get(e.plain_var) if e.plain_var else None for e in exprs]  # type: ignore[arg-type]
+        self.dims[op.output] = out
+        if op.reduce_op is not None or len(out) > len(self.p):
+            self.passes[op] = step
+            self.ready[op.output] = step
+        else:
+            self.ready[op.output] = max([0, *(self.ready[v] for v in op.inputs if v in self.ready)])
+        return None
+
+    def join(self, op: Operation) -> str | None:
+        """Add `op`, which reads a member, if it fits the space; else say why not."""
+        if not isinstance(op, EinsumOp):
+            return f"read by {op.name}"
+        if is_contraction(op):
+            return "read by a contraction"
+        names: dict[str, str] = {}
+        for value, exprs in zip(op.inputs, op.input_exprs):
+            known = self.dims.get(value) or self.seen.get(value)
+            if known is None:
+                continue
+            for expr, dim in zip(exprs, known):
+                var = expr.plain_var
+                if dim is None and var is None:
+                    continue
+                if var is None or dim is None or names.setdefault(var, dim) != dim:
+                    if value in self.dims:
+                        return "read transposed, broadcast or shifted"
+                    return "read with an input's dims in another order"
+        # A variable only fresh inputs carry: the one free canonical dim of its extent.
+        extents = op.extents()
+        for var in op.output_vars + op.reduction_vars():
+            if var not in names:
+                free = [d for d in self.p + self.r if d not in names.values() and self.extents[d] == extents[var]]
+                if len(free) == 1:
+                    names[var] = free[0]
+        if len(set(names.values())) != len(names):
+            return "read with two dims on one index"
+        return self._check(op, names)
+
+
+def rows_chain(seed: EinsumOp) -> tuple[RowSpace, str] | None:
+    """The rows group a reduction starts, and why it ends there."""
+    space = RowSpace.seed(seed)
+    if space is None:
+        return None
+    stop = "end of the function"
+    op = seed.next_op
+    for _ in range(LOOKAHEAD):
+        if op is None:
+            break
+        if any(v in space.dims for v in op.operands):
+            if isinstance(op, func.ReturnOp):
+                op = op.next_op
+                continue
+            why = space.join(op)
+            if why is not None:
+                stop = why
+                break
+        op = op.next_op
+    return space, stop
+
+
+def fuse_rows(fn: func.FuncOp) -> list[GroupOp]:
+    groups = []
+    taken: set[Operation] = set()
+    for op in list(fn.body.block.ops):
+        if op in taken:
+            continue
+        found = rows_chain(op)  # type: ignore[arg-type]
+        if found is None:
+            continue
+        space, stop = found
+        members = set(space.ops)
+        taken |= members
+        outputs = [m.output for m in space.ops if any(u.operation not in members for u in m.output.uses)]
+        rows = 1
+        for d in space.p:
+            rows *= space.extents[d]
+        length = 1
+        for d in space.r:
+            length *= space.extents[d]
+        why = (
+            f"rows: {len(space.ops)} einsum{'s' if len(space.ops) != 1 else ''} over {rows} rows of {length}, "
+            f"{space.pass_count} pass{'es' if space.pass_count != 1 else ''} over each row (the row stays in cache "
+            f"between them), {len(outputs)} result{'s' if len(outputs) != 1 else ''} read outside; the chain ends: {stop}"
+        )
+        groups.append(_make_group("rows", space.ops, why, outputs))
+    return groups
+
+
 @dataclass(frozen=True)
 class Fuse(ModulePass):
-    """Group contractions with their elementwise epilogues into `ein.group`s."""
+    """Group contractions with their elementwise epilogues, and reductions with the
+    einsums that share their rows, into `ein.group`s."""
 
     name: ClassVar[str] = "fuse"
 
@@ -200,3 +379,4 @@ class Fuse(ModulePass):
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not fn.is_declaration:
                 fuse_contractions(fn)
+                fuse_rows(fn)

@@ -78,7 +78,13 @@ from einc.ir.ein import (
     inline_group,
 )
 from einc.ir.indexexpr import IndexExpr
-from einc.passes.memplan import INPLACE, MEMPLAN, OFFSET, spread_group_offsets, verify_annotations
+from einc.passes.memplan import (
+    INPLACE,
+    MEMPLAN,
+    planned_offset,
+    spread_group_offsets,
+    verify_annotations,
+)
 from einc.passes.memplan.liveness import nbytes
 
 OpBuilder = Callable[..., Operation]
@@ -474,11 +480,15 @@ class _FunctionLowering:
         outputs = set(ret.arguments)
         arena: list[tuple[int, int, int]] = []  # (offset, bytes, argument) of planned temps
         for op in body.ops:
-            if type(op) in _PRODUCERS and op.results[0] not in outputs and INPLACE not in op.attributes:
-                result = op.results[0]
-                planned = op.attributes.get(OFFSET)
-                if isinstance(planned, IntegerAttr):
-                    arena.append((planned.value.data, nbytes(result), len(sources)))
+            if type(op) not in _PRODUCERS or INPLACE in op.attributes:
+                continue
+            for result in op.results if isinstance(op, GroupOp) else op.results[:1]:  # a rows group has several
+                if result in outputs:
+                    continue
+                offset = planned_offset(result)
+                planned = IntegerAttr(offset, i64) if offset is not None else None
+                if planned is not None:
+                    arena.append((offset, nbytes(result), len(sources)))
                 add(result, "temp", result.name_hint or f"t{len(self.roles)}", {"offset": planned} if planned is not None else None)
 
         block = Block(arg_types=[flat_type(v.type) for v in sources])  # type: ignore[arg-type]
@@ -717,13 +727,14 @@ _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operati
 
 GROUP_KERNELS: dict[str, str] = {
     "contraction": "einc.backends.llvm.ukernels.calls:ContractionCall",
+    "rows": "einc.backends.llvm.ukernels.rows:RowsCall",
 }
 """Group kind -> handler (`accepts(group)`, `lower(lowering, emitter, group)`) that
 lowers a whole group to a kernel call; groups without one (or that it declines)
 are inlined and lowered einsum by einsum."""
 
 
-def _group_kernel(group: GroupOp):  # noqa: ANN202 - handlers are duck-typed
+def _group_kernel(group: GroupOp):
     path = GROUP_KERNELS.get(group.kind.data)
     if path is None:
         return None

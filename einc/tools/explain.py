@@ -80,13 +80,14 @@ def _groups(module: ModuleOp) -> list[dict[str, Any]]:
     from einc.ir.ein import EinsumOp, GroupOp
 
     found = []
+    names = _names(_main(module))
     for op in _main(module).body.block.ops:
         if isinstance(op, GroupOp):
             tile = op.attributes.get("einc.tile")
             found.append(
                 {
                     "kind": op.kind.data,
-                    "output": op.outputs[0].name_hint or "",
+                    "output": ", ".join(names[r] for r in op.outputs),
                     "maps": [e.map.data + (f" reduce {e.reduce_op}" if e.reduce_op else "") for e in op.body.block.ops if isinstance(e, EinsumOp)],
                     "why": op.attributes["einc.why"].data if "einc.why" in op.attributes else "",  # type: ignore[attr-defined]
                     "tile": {k: v.value.data for k, v in tile.data.items()} if tile is not None else {},  # type: ignore[attr-defined]

@@ -65,13 +65,116 @@ def test_a_second_reader_outside_ends_the_chain():
     assert "read outside" in group.attributes["einc.why"].data
 
 
-def test_non_contractions_are_left_alone(rng):
+def _parse(text: str):
+    from xdsl.parser import Parser
+
+    from einc.passes.pipeline import make_context
+
+    return Parser(make_context(), text).parse_module()
+
+
+def _kinds(module) -> list[str]:
+    return [g.kind.data for g in _groups(module)]
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "maps", "passes"),
+    [
+        ("Softmax", {"axis": -1}, ["$0 reduce max", "exp($0 - $1)", "$0 reduce add", "$0 / $1"], 3),
+        ("LayerNormalization", {"axis": -1, "epsilon": 1e-5}, None, 3),
+        ("ReduceSum", {"keepdims": 0}, ["$0 reduce add"], 1),
+    ],
+)
+def test_a_reduction_and_its_row_maps_become_one_rows_group_with_the_same_meaning(op, attrs, maps, passes, rng):
     from tests.conftest import single_node_model
 
-    model = single_node_model("Softmax", {"x": rng.standard_normal((3, 5)).astype(np.float32)})
-    module = import_model(model).module
-    Pipeline("onnx-to-ein,fuse").apply(module)
-    assert not _groups(module)
+    x = rng.standard_normal((3, 4, 20)).astype(np.float32)
+    inits = {"g": rng.standard_normal(20).astype(np.float32), "b": rng.standard_normal(20).astype(np.float32)} if op == "LayerNormalization" else {}
+    if op == "ReduceSum":
+        inits = {"axes": np.array([-1], np.int64)}
+    imported = import_model(single_node_model(op, {"x": x}, initializers=inits, **attrs))
+    module = imported.module
+    Pipeline("onnx-to-ein,defer-division").apply(module)
+    before = _run(module, {"x": x}, imported.weights)
+    Pipeline("fuse").apply(module)
+    (group,) = _groups(module)
+    assert group.kind.data == "rows"
+    body = [e for e in group.body.block.ops if isinstance(e, EinsumOp)]
+    if maps is not None:
+        assert [e.map.data + (f" reduce {e.reduce_op}" if e.reduce_op else "") for e in body] == maps
+    assert f"{passes} pass" in group.attributes["einc.why"].data
+    assert not [o for o in _main(module).body.block.ops if isinstance(o, EinsumOp)]
+    after = _run(module, {"x": x}, imported.weights)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-6, atol=1e-7)
+
+
+def test_rows_pass_count_agrees_with_the_analysis(rng):
+    """The group's passes are FuseMax's count, as einc.analysis.pass_count gives it for the cascade alone."""
+    from einc.analysis.pass_count import cascades
+    from einc.passes.fuse import rows_chain
+    from tests.conftest import single_node_model
+
+    for op, attrs in [("Softmax", {"axis": -1}), ("LayerNormalization", {"axis": -1})]:
+        x = rng.standard_normal((2, 16)).astype(np.float32)
+        inits = {"g": np.ones(16, np.float32), "b": np.zeros(16, np.float32)} if op == "LayerNormalization" else {}
+        module = import_model(single_node_model(op, {"x": x}, initializers=inits, **attrs)).module
+        Pipeline("onnx-to-ein,defer-division").apply(module)
+        (cascade,) = [c for c in cascades(_main(module)) if c.pass_count > 1]
+        seed = next(o for o in _main(module).body.block.ops if isinstance(o, EinsumOp) and o.reduce_op)
+        space, _ = rows_chain(seed)
+        assert space.pass_count == cascade.pass_count == 3
+        assert {space.passes[e] for e in space.passes} == {cascade.passes[e] for e in cascade.einsums if e in space.passes}
+
+
+def test_attention_softmax_yields_exponentials_and_sums_for_the_value_contraction():
+    """Scores from one contraction, a partial softmax (division deferred), the value contraction:
+    the rows group keeps max, exp and sum, and both exp and sum are its results."""
+    module = _parse("""
+    func.func @main(%q: tensor<8x4xf32>, %k: tensor<6x4xf32>, %v: tensor<6x3xf32>) -> tensor<8x3xf32> {
+      %s = ein.einsum (%q[m, e], %k[n, e]) -> [m, n] map "$0 * $1" reduce add : (tensor<8x4xf32>, tensor<6x4xf32>) -> tensor<8x6xf32>
+      %mx = ein.einsum (%s[m, n]) -> [m] reduce max : (tensor<8x6xf32>) -> tensor<8xf32>
+      %ex = ein.einsum (%s[m, n], %mx[m]) -> [m, n] map "exp($0 - $1)" : (tensor<8x6xf32>, tensor<8xf32>) -> tensor<8x6xf32>
+      %sm = ein.einsum (%ex[m, n]) -> [m] reduce add : (tensor<8x6xf32>) -> tensor<8xf32>
+      %av = ein.einsum (%ex[m, n], %v[n, f]) -> [m, f] map "$0 * $1" reduce add : (tensor<8x6xf32>, tensor<6x3xf32>) -> tensor<8x3xf32>
+      %o = ein.einsum (%av[m, f], %sm[m]) -> [m, f] map "$0 / $1" : (tensor<8x3xf32>, tensor<8xf32>) -> tensor<8x3xf32>
+      func.return %o : tensor<8x3xf32>
+    }
+    """)
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.standard_normal((8, 4), np.float32), "k": rng.standard_normal((6, 4), np.float32), "v": rng.standard_normal((6, 3), np.float32)}
+    before = _run(module, feeds, {})
+    Pipeline("fuse").apply(module)
+    assert _kinds(module) == ["contraction", "rows", "contraction"]
+    rows = _groups(module)[1]
+    assert len(rows.outputs) == 2 and "2 passes" in rows.attributes["einc.why"].data
+    assert "read by ein.group" in rows.attributes["einc.why"].data
+    np.testing.assert_allclose(_run(module, feeds, {})[0], before[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("reader", "why"),
+    [
+        ('(%ex[m, n]) -> [n] reduce add : (tensor<8x8xf32>) -> tensor<8xf32>', "read by an einsum of other rows"),
+        ('(%ex[n, m]) -> [m, n] map "$0"', "in another order (a transpose)"),
+        ('(%ex[m, n], %s[n, m]) -> [m, n] map "$0 + $1" : (tensor<8x8xf32>, tensor<8x8xf32>) -> tensor<8x8xf32>', "read with an input's dims in another order"),
+        ('(%ex[m, n]) -> [m, n] map "$0" : (tensor<8x8xf32>) -> tensor<8x8xf16>', "non-f32"),
+    ],
+)
+def test_a_reader_that_does_not_fit_the_rows_ends_the_group(reader, why):
+    types = "" if ":" in reader else " : (tensor<8x8xf32>) -> tensor<8x8xf32>"
+    out = ("8x" if "reduce" in reader else "8x8x") + ("f16" if "f16" in reader else "f32")
+    module = _parse(f"""
+    func.func @main(%s: tensor<8x8xf32>) -> tensor<{out}> {{
+      %mx = ein.einsum (%s[m, n]) -> [m] reduce max : (tensor<8x8xf32>) -> tensor<8xf32>
+      %ex = ein.einsum (%s[m, n], %mx[m]) -> [m, n] map "exp($0 - $1)" : (tensor<8x8xf32>, tensor<8xf32>) -> tensor<8x8xf32>
+      %t = ein.einsum {reader}{types}
+      func.return %t : tensor<{out}>
+    }}
+    """)
+    Pipeline("fuse").apply(module)
+    group = _groups(module)[0]  # (a reduction over other dims starts a group of its own)
+    assert group.kind.data == "rows" and len([e for e in group.body.block.ops if isinstance(e, EinsumOp)]) == 2
+    assert why in group.attributes["einc.why"].data
 
 
 def test_explain_lists_the_groups_and_why(tmp_path):

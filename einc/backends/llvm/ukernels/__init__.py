@@ -12,11 +12,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import llvmlite.ir as ir
+from llvmlite import ir
 
 from einc.backends.llvm.ukernels.gemm import GemmPlan
+from einc.backends.llvm.ukernels.rows import RowsPlan
 
-KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan}
+KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "rows": RowsPlan}
 """Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
 
 SPEC_ATTR = "einc.ukernel"

@@ -1,0 +1,146 @@
+"""Rows groups on the CPU (ukernels/rows.py): softmax, LayerNorm and transformer graphs against onnxruntime.
+
+Tolerances: softmax and LayerNorm rows are summed in 16-lane trees instead of
+onnxruntime's order and exp is a polynomial of ~2 ulp: rtol 1e-5, atol 1e-6
+(relative to values of order 1). Whole layers (five GEMMs, two LayerNorms, outputs of
+unit scale) carry float32 noise of a few 1e-6 in either engine: rtol 1e-4, atol 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import einc
+from einc.frontend.onnx import import_model
+from einc.passes import Pipeline
+from einc.passes.pipeline import CPU_LOOPS
+from tests.conftest import IR_VERSION, ort_run, single_node_model
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _kernels(model: onnx.ModelProto) -> list[str]:
+    """The rows kernels the CPU lowering declares for a model."""
+    from xdsl.dialects import func
+
+    module = import_model(model).module
+    Pipeline(CPU_LOOPS).apply(module)
+    return [op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data.startswith("einc_rows")]
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = RTOL, atol: float = ATOL) -> None:
+    expected = ort_run(model, feeds)
+    got = einc.compile(model).run(feeds)
+    got = got if isinstance(got, dict) else dict(zip(expected, got if isinstance(got, (list, tuple)) else [got]))
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol, err_msg=name)
+
+
+# rows of 1, under one vector, one vector, a tail, many rows (threaded), long rows (unrolled loop)
+SHAPES = [(7, 1), (3, 5), (4, 16), (2, 33), (4, 128, 128), (6, 1000)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_rows(shape, rng):
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    model = single_node_model("Softmax", {"x": x}, axis=-1)
+    assert len(_kernels(model)) == 1
+    _check(model, {"x": x})
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layer_norm_rows(shape, rng):
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    d = shape[-1]
+    inits = {"g": rng.standard_normal(d).astype(np.float32), "b": rng.standard_normal(d).astype(np.float32)}
+    model = single_node_model("LayerNormalization", {"x": x}, initializers=inits, axis=-1, epsilon=1e-5)
+    assert len(_kernels(model)) == 1
+    _check(model, {"x": x})
+
+
+@pytest.mark.parametrize(("op", "inits"), [("ReduceMax", {}), ("ReduceSum", {"axes": np.array([-1], np.int64)}), ("ReduceMean", {})])
+def test_single_reductions(op, inits, rng):
+    x = rng.standard_normal((5, 40)).astype(np.float32)
+    attrs = {"axes": [-1]} if op != "ReduceSum" else {}
+    model = single_node_model(op, {"x": x}, initializers=inits, keepdims=1, **attrs)
+    assert _kernels(model)
+    _check(model, {"x": x})
+
+
+def test_softmax_over_a_middle_axis_is_lowered_as_loops(rng):
+    """The reduced axis is strided: the kernel declines and the einsums run as loop nests."""
+    x = rng.standard_normal((3, 8, 5)).astype(np.float32)
+    model = single_node_model("Softmax", {"x": x}, axis=1)
+    assert _kernels(model) == []
+    _check(model, {"x": x})
+
+
+def _attention_model(rng: np.random.Generator, seq: int, d: int, heads: int, masked: bool) -> tuple[onnx.ModelProto, dict]:
+    """An encoder layer as BERT/MiniLM export it: projections, scaled scores (+ mask), softmax,
+    values, output projection, residual, LayerNorm, GELU feed-forward, residual, LayerNorm."""
+    f = onnx.TensorProto.FLOAT
+    hd = d // heads
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)
+    inits = {
+        "wq": w(d, d), "wk": w(d, d), "wv": w(d, d), "wo": w(d, d), "w1": w(d, 4 * d), "w2": w(4 * d, d),
+        "b1": w(4 * d), "g1": np.ones(d, np.float32) + w(d), "be1": w(d), "g2": np.ones(d, np.float32) + w(d), "be2": w(d),
+        "heads": np.array([1, seq, heads, hd], np.int64), "flat": np.array([1, seq, d], np.int64),
+        "scale": np.array(np.sqrt(hd), np.float32), "half": np.array(0.5, np.float32), "one": np.array(1.0, np.float32),
+        "rsqrt2": np.array(1 / np.sqrt(2), np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q0"]), helper.make_node("MatMul", ["x", "wk"], ["k0"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v0"]),
+        *[helper.make_node("Reshape", [f"{t}0", "heads"], [f"{t}1"]) for t in "qkv"],
+        helper.make_node("Transpose", ["q1"], ["q"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k1"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v1"], ["v"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["q", "kt"], ["s0"]), helper.make_node("Div", ["s0", "scale"], ["s1"]),
+    ]
+    scores = "s1"
+    if masked:
+        inits["neg"] = np.array(-10000.0, np.float32)
+        nodes += [
+            helper.make_node("Sub", ["one", "mask"], ["m0"]), helper.make_node("Mul", ["m0", "neg"], ["m1"]),
+            helper.make_node("Add", ["s1", "m1"], ["s2"]),
+        ]
+        scores = "s2"
+    nodes += [
+        helper.make_node("Softmax", [scores], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["a0"]),
+        helper.make_node("Transpose", ["a0"], ["a1"], perm=[0, 2, 1, 3]), helper.make_node("Reshape", ["a1", "flat"], ["a2"]),
+        helper.make_node("MatMul", ["a2", "wo"], ["o"]), helper.make_node("Add", ["x", "o"], ["r1"]),
+        helper.make_node("LayerNormalization", ["r1", "g1", "be1"], ["n1"], axis=-1, epsilon=1e-12),
+        helper.make_node("MatMul", ["n1", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Mul", ["h1", "rsqrt2"], ["h2"]), helper.make_node("Erf", ["h2"], ["h3"]),
+        helper.make_node("Add", ["h3", "one"], ["h4"]), helper.make_node("Mul", ["h1", "h4"], ["h5"]),
+        helper.make_node("Mul", ["h5", "half"], ["h6"]), helper.make_node("MatMul", ["h6", "w2"], ["h7"]),
+        helper.make_node("Add", ["n1", "h7"], ["r2"]),
+        helper.make_node("LayerNormalization", ["r2", "g2", "be2"], ["y"], axis=-1, epsilon=1e-12),
+    ]
+    inputs = [helper.make_tensor_value_info("x", f, [1, seq, d])]
+    feeds = {"x": rng.standard_normal((1, seq, d)).astype(np.float32)}
+    if masked:
+        inputs.append(helper.make_tensor_value_info("mask", f, [1, 1, 1, seq]))
+        mask = np.ones((1, 1, 1, seq), np.float32)
+        mask[..., seq - 3 :] = 0  # padding tokens
+        feeds["mask"] = mask
+    graph = helper.make_graph(
+        nodes, "encoder_layer", inputs, [helper.make_tensor_value_info("y", f, None)],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    return model, feeds
+
+
+@pytest.mark.parametrize(
+    ("seq", "d", "heads", "masked"),
+    [(128, 256, 4, False), (15, 384, 12, True)],  # the encoder block's shape; MiniLM's (15 tokens, 12 heads of 32)
+    ids=["encoder-block", "minilm-like"],
+)
+def test_transformer_layers(seq, d, heads, masked, rng):
+    model, feeds = _attention_model(rng, seq, d, heads, masked)
+    assert len(_kernels(model)) >= 2  # the softmax's rows and the LayerNorms' (identical ones share a kernel)
+    _check(model, feeds, rtol=1e-4, atol=1e-5)
