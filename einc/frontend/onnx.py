@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -350,7 +351,9 @@ def _infer_and_fold(copy: onnx.ModelProto, strict: bool = True) -> onnx.ModelPro
     While folding, inference runs leniently: an If whose condition becomes known
     may have an untaken branch that is invalid for these shapes (exporters trace
     both sides of a shape test). The last round is strict, on the folded model,
-    unless `strict` is off (for If branches, checked again inside the model).
+    unless `strict` is off. Values inside subgraphs count: a model whose outputs
+    are typed can still hold a branch that onnx cannot type (it infers subgraphs
+    without data propagation).
     """
     def infer(strict: bool) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(copy, strict_mode=strict, data_prop=True)
@@ -361,9 +364,10 @@ def _infer_and_fold(copy: onnx.ModelProto, strict: bool = True) -> onnx.ModelPro
             return inferred
     except InferenceError:
         inferred = infer(strict=False)
+    tried: dict[tuple, _Branch] = {}
     for _ in range(_FOLD_ROUNDS):
         changed = _fold_known_values(copy, inferred)
-        changed |= _infer_branches(copy, inferred)
+        changed |= _infer_branches(copy, inferred, tried)
         if not changed:
             break
         inferred = infer(strict=False)
@@ -407,62 +411,148 @@ def _outer_names(graph: GraphProto) -> list[str]:
     return outer
 
 
-def _infer_branches(copy: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
+@dataclass
+class _Branch:
+    """One If branch inferred as a model of its own, for the outer types it was given."""
+
+    nodes: list[NodeProto]
+    """Its nodes after folding (nested Ifs with known conditions inlined)."""
+    inferred: GraphProto | None
+    """The inferred graph, or None where the strict check found a shape error."""
+    error: str = ""
+    """That shape error: the branch cannot run on these shapes (onnxruntime fails in it too)."""
+
+    def outputs(self) -> list[TypeProto] | None:
+        """The types of its results, where every one is ranked."""
+        if self.inferred is None:
+            return None
+        types = [o.type for o in self.inferred.output]
+        return types if all(_dims(t) is not None for t in types) else None
+
+    def static(self) -> bool:
+        types = self.outputs()
+        return types is not None and all(_static(t) for t in types)
+
+
+def _infer_branch(
+    copy: onnx.ModelProto, branch: GraphProto, outer: list[str],
+    types: dict[str, TypeProto], initializers: dict[str, TensorProto],
+) -> _Branch:
+    """Infer a branch as a model whose inputs are the outer values it reads.
+
+    The check is strict: a branch that fails it cannot run on these shapes,
+    which matters when its If's condition is known only at run time.
+    """
+    graph = GraphProto(
+        name=branch.name,
+        node=branch.node,
+        input=[onnx.ValueInfoProto(name=n, type=types[n]) for n in outer if n not in initializers],
+        initializer=[*branch.initializer, *(initializers[n] for n in outer if n in initializers)],
+        output=[
+            onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
+            for o in branch.output
+        ],
+    )
+    standalone = onnx.ModelProto(ir_version=copy.ir_version, opset_import=copy.opset_import, graph=graph)
+    try:
+        inferred = _infer_and_fold(standalone).graph
+    except InferenceError as err:
+        first = _inference_error(str(err)).reason.splitlines()[0]  # the rest follows from it
+        return _Branch(list(standalone.graph.node), None, first)
+    return _Branch(list(standalone.graph.node), inferred)
+
+
+def _infer_branches(
+    copy: onnx.ModelProto, inferred: onnx.ModelProto, tried: dict[tuple, _Branch]
+) -> bool:
     """Infer each If branch as a model of its own, with its outer values as typed inputs.
 
     onnx infers subgraphs without folding or data propagation, so a branch whose
     shapes are computed stays unknown, and so does the If. Once the outer values
     a branch reads have static types, the branch is a graph like any other: it
     gets the same treatment as the main graph, and its results' types flow back.
+    `tried` keeps each branch's outcome per outer types, so nested Ifs are not
+    inferred again in every folding round. Returns whether a branch changed.
     """
     types = _types(inferred.graph)
     initializers = {t.name: t for t in copy.graph.initializer}
     changed = False
-    for node in copy.graph.node:
-        if node.op_type != "If":
+    for node, typed in zip(copy.graph.node, inferred.graph.node):
+        if node.op_type != "If" or not _unknown_shapes(GraphProto(node=[typed], value_info=inferred.graph.value_info)):
             continue
-        index = {n.name: n for n in inferred.graph.node}.get(node.name)
-        outputs_known = all(
-            o in types and (d := _dims(types[o])) is not None and all(isinstance(x, int) for x in d)
-            for o in node.output
-            if o
-        )
-        if outputs_known:
-            continue
+        outcomes: dict[str, _Branch] = {}
         for attr in node.attribute:
             if not attr.HasField("g"):
                 continue
-            branch = attr.g
-            outer = _outer_names(branch)
+            outer = _outer_names(attr.g)
             if not all(n in initializers or (n in types and _dims(types[n]) is not None) for n in outer):
-                continue
-            graph = GraphProto(
-                name=branch.name,
-                node=branch.node,
-                input=[types[n] and onnx.ValueInfoProto(name=n, type=types[n]) for n in outer if n not in initializers],
-                initializer=[*branch.initializer, *(initializers[n] for n in outer if n in initializers)],
-                output=[
-                    onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
-                    for o in branch.output
-                ],
-            )
-            standalone = onnx.ModelProto(ir_version=copy.ir_version, opset_import=copy.opset_import, graph=graph)
-            try:
-                result = _infer_and_fold(standalone, strict=False)
-            except InferenceError:
-                continue
-            known = {o.name: o for o in result.graph.output}
-            if not all(_dims(known[o.name].type) is not None for o in branch.output):
-                continue
-            del branch.node[:]
-            branch.node.extend(standalone.graph.node)
-            del branch.value_info[:]
-            branch.value_info.extend(result.graph.value_info)
-            for out in branch.output:
-                out.type.CopyFrom(known[out.name].type)
-            changed = True
-        del index
+                break
+            key = (_node_label(node), attr.name, *(types[n].SerializeToString() for n in outer if n not in initializers))
+            if key not in tried:
+                tried[key] = _infer_branch(copy, attr.g, outer, types, initializers)
+            outcomes[attr.name] = tried[key]
+        else:
+            for attr in node.attribute:
+                if attr.name in outcomes:
+                    changed |= _settle_branch(node, attr.name, attr.g, outcomes)
     return changed
+
+
+def _settle_branch(node: NodeProto, name: str, branch: GraphProto, outcomes: dict[str, _Branch]) -> bool:
+    """Write a branch's inferred types (and folded nodes) back into the If.
+
+    A branch that cannot run on these shapes, beside one that types, becomes
+    NaN of the other's result types: the If's condition is known only at run
+    time, where onnxruntime would fail in that branch; einc has no run-time
+    error, so the results say "no answer" (only float results can say it).
+    """
+    outcome = outcomes[name]
+    types = outcome.outputs()
+    if types is not None:
+        nodes = outcome.nodes
+    else:
+        other = next((o for n, o in outcomes.items() if n != name), None)
+        types = other.outputs() if other is not None and other.static() else None
+        floats = types is not None and all(_is_float(t) for t in types)
+        if outcome.inferred is not None or not floats:
+            return False
+        assert types is not None
+        nodes = _no_answer(branch, types, f"{_node_label(node)}/{name}: {outcome.error}")
+        if nodes != list(branch.node):
+            warnings.warn(
+                f"node '{_node_label(node)}' (If): its {name} cannot run on these input shapes "
+                f"({outcome.error}); where the condition takes it at run time, the compiled model "
+                "gives NaN (onnxruntime fails there)",
+                stacklevel=2,
+            )
+    value_info = list(outcome.inferred.value_info) if outcome.inferred is not None else []
+    if (nodes, value_info) == (list(branch.node), list(branch.value_info)) and all(
+        o.type == t for o, t in zip(branch.output, types)
+    ):
+        return False
+    del branch.node[:]
+    branch.node.extend(nodes)
+    del branch.value_info[:]
+    branch.value_info.extend(value_info)
+    for out, t in zip(branch.output, types):
+        out.type.CopyFrom(t)
+    return True
+
+
+def _no_answer(branch: GraphProto, types: list[TypeProto], why: str) -> list[NodeProto]:
+    """Nodes that give each result of a branch as NaN of the given type."""
+    nodes = []
+    for out, t in zip(branch.output, types):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type)
+        shape = np.array(_dims(t), dtype=np.int64)
+        nodes += [
+            onnx.helper.make_node("Constant", [], [f"{out.name}_shape"], value=numpy_helper.from_array(shape)),
+            onnx.helper.make_node(
+                "ConstantOfShape", [f"{out.name}_shape"], [out.name], name=f"{out.name}_no_answer",
+                doc_string=why, value=numpy_helper.from_array(np.full([1], np.nan, dtype)),
+            ),
+        ]
+    return nodes
 
 
 _FOLD_ROUNDS = 16
@@ -470,12 +560,22 @@ _FOLD_LIMIT = 4096
 """Shape computations are folded while their values have at most this many elements."""
 
 
+def _static(t: TypeProto | None) -> bool:
+    dims = _dims(t) if t is not None else None
+    return dims is not None and all(isinstance(d, int) for d in dims)
+
+
+def _is_float(t: TypeProto) -> bool:
+    return onnx.helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type).kind == "f"
+
+
 def _unknown_shapes(graph: GraphProto) -> bool:
+    """Whether a value made in the graph or in one of its subgraphs lacks a static shape."""
     types = _types(graph)
     return any(
-        name and (name not in types or _dims(types[name]) is None or not all(isinstance(d, int) for d in _dims(types[name]) or []))
+        any(name and not _static(types.get(name)) for name in node.output)
+        or any(_unknown_shapes(sub) for sub in _subgraphs(node))
         for node in graph.node
-        for name in node.output
     )
 
 

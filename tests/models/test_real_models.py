@@ -38,13 +38,8 @@ ATOL_SCALE = 1e-5
 """atol = ATOL_SCALE * max |expected| per output."""
 
 NOT_YET: dict[str, str] = {
-    # model -> the EincError einc gives today (both stop in the importer; every
-    # op they use has a lowering). When a model starts to pass, pytest reports
-    # XPASS(strict), a failure: delete its entry.
-    "silero_vad": "node 'If_0' (If): shape inference could not determine the shape of value "
-    "'If_0_outputs_0': dims [?, 1]",
-    "silero_vad_op18_ifless": "node 'node_pad' (Pad): shape inference could not determine "
-    "the shape of value 'pad': dims [1, ?]",
+    # model -> the EincError einc gives today. When a model starts to pass, pytest
+    # reports XPASS(strict), a failure: delete its entry.
 }
 
 

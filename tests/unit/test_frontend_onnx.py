@@ -445,3 +445,68 @@ def test_shapes_computed_through_shape_arithmetic_are_folded():
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=10)
     assert [(n, s) for n, s, _ in import_model(model).outputs] == [("y", (3, 12))]
+
+
+def runtime_if_model(
+    then_nodes: list[onnx.NodeProto], else_nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto]
+) -> onnx.ModelProto:
+    """x: [1, n] floats and c: a bool known only at run time; y = If(c) of the branches,
+    each of which names its last node's output y_then / y_else."""
+    branches = {
+        f"{name}_branch": h.make_graph(nodes, name, [], [tensor_input(f"y_{name}", None)])
+        for name, nodes in (("then", then_nodes), ("else", else_nodes))
+    }
+    inputs = [tensor_input("x", [1, "n"]), tensor_input("c", [], T.BOOL)]
+    graph = h.make_graph([h.make_node("If", ["c"], ["y"], **branches)], "g", inputs, [tensor_input("y", None)], initializers)
+    return h.make_model(graph, ir_version=10, opset_imports=[h.make_opsetid("", 17)])
+
+
+def compiled_against_onnxruntime(m: onnx.ModelProto, x: np.ndarray) -> dict[bool, tuple[np.ndarray, np.ndarray | None]]:
+    """For each condition: einc's y and onnxruntime's (None where onnxruntime fails)."""
+    import onnxruntime as ort
+
+    import einc
+
+    compiled = einc.compile(m, input_shapes={"x": x.shape}, cache=False)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    results = {}
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        try:
+            want = session.run(None, feeds)[0]
+        except ort.capi.onnxruntime_pybind11_state.Fail:  # the branch fails at run time
+            want = None
+        results[c] = (compiled.run(feeds)["y"], want)
+    return results
+
+
+def test_branch_shapes_fold_inside_a_runtime_if():
+    """The If's result is a scalar whatever the pads, so onnx types the model, but
+    the Pad inside each branch has a width only the pads' value gives: each branch
+    is inferred as a model of its own, with the outer initializer it reads."""
+    m = runtime_if_model(
+        [h.make_node("Pad", ["x", "pads"], ["p"]), h.make_node("ReduceSum", ["p"], ["y_then"], keepdims=0)],
+        [h.make_node("Pad", ["x", "pads"], ["p2"]), h.make_node("ReduceMax", ["p2"], ["y_else"], keepdims=0)],
+        [init("pads", np.array([0, 2, 0, 3], np.int64))],
+    )
+    x = np.random.default_rng(0).standard_normal((1, 5)).astype(np.float32) - 2
+    for c, (got, want) in compiled_against_onnxruntime(m, x).items():
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"c={c}")
+
+
+def test_branch_that_cannot_run_on_these_shapes_gives_nan():
+    """The else branch multiplies [1, 6] by [5, 4]: onnxruntime fails when it is
+    taken. einc compiles the If with that branch as NaN, and warns."""
+    w = np.arange(24, dtype=np.float32).reshape(6, 4) / 24
+    m = runtime_if_model(
+        [h.make_node("MatMul", ["x", "w"], ["y_then"])],
+        [h.make_node("MatMul", ["x", "w_bad"], ["y_else"])],
+        [init("w", w), init("w_bad", np.ones((5, 4), np.float32))],
+    )
+    x = np.random.default_rng(0).standard_normal((1, 6)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"node .* \(If\): its else_branch cannot run on these input shapes"):
+        results = compiled_against_onnxruntime(m, x)
+    got, want = results[True]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got, want = results[False]
+    assert want is None and got.shape == (1, 4) and np.isnan(got).all()
