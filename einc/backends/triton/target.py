@@ -50,11 +50,11 @@ ALIGNMENT = 256
 
 
 def pipeline() -> str:
-    """ONNX -> rewritten cascades, fused into groups where the `fuse` pass exists."""
-    from einc.passes import PASSES
+    """ONNX -> rewritten cascades; `group_for_triton` then groups them for this target's
+    templates (the `fuse` pass groups for the CPU's f32 kernels)."""
     from einc.passes.pipeline import CASCADE, REWRITES
 
-    return ",".join([CASCADE, REWRITES, *(["fuse"] if "fuse" in PASSES else [])])
+    return f"{CASCADE},{REWRITES}"
 
 
 @dataclass
@@ -510,18 +510,21 @@ def group_whole(fn: func.FuncOp, kind: str) -> GroupOp:
 def compile_for_triton(imported, group: str | None = None) -> "TritonModel":  # noqa: F821
     """Compile an imported ONNX model to Triton kernels: source, weights and arena layout.
 
-    `group` (tests and benchmarks of one-op models) skips `fuse` and makes the
-    whole cascade one group of that kind (`group_whole`).
+    The target's own grouping (`group_for_triton`) decides which einsums share a
+    kernel; `group` (tests and benchmarks of one-op models) makes the whole
+    cascade one group of that kind instead (`group_whole`).
     """
+    from einc.backends.triton.fusion import group_for_triton
     from einc.passes import Pipeline
-    from einc.passes.pipeline import CASCADE, REWRITES
     from einc.runtime.artifact import FORMAT
     from einc.runtime.triton import TritonModel
 
     module = imported.module
     module.attributes["einc.source"] = StringAttr(imported.source)
-    Pipeline(pipeline() if group is None else f"{CASCADE},{REWRITES}").apply(module)
-    if group is not None:
+    Pipeline(pipeline()).apply(module)
+    if group is None:
+        group_for_triton(main_function(module))
+    else:
         group_whole(main_function(module), group)
     program = Program(main_function(module), imported.weights, imported.source)
     source = render(program)
