@@ -112,10 +112,18 @@ def footprint(models: dict, repeat: int) -> list[dict]:
 
 
 def _weights_bytes(path: Path) -> int:
-    """Bytes of the model's initializers (external data included) and Constant nodes' tensors."""
-    graph = onnx.load(str(path)).graph
-    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    return sum(numpy_helper.to_array(t).nbytes for t in tensors)
+    """Bytes of the model's initializers (external data included) and Constant nodes' tensors,
+    those of subgraphs included (Silero VAD keeps all of its weights inside If branches)."""
+
+    def tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+        found = list(graph.initializer)
+        for node in graph.node:
+            found += [a.t for a in node.attribute if node.op_type == "Constant" and a.name == "value"]
+            for a in node.attribute:
+                found += [t for g in [*([a.g] if a.HasField("g") else []), *a.graphs] for t in tensors(g)]
+        return found
+
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors(onnx.load(str(path)).graph))
 
 
 SUITE_CACHE = Path(tempfile.gettempdir()) / "einc-bench-models"
