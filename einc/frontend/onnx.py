@@ -44,7 +44,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from einc.diagnostics import EincError, located
-from einc.ir.dtypes import numpy_to_type, onnx_to_type, type_to_numpy
+from einc.ir.dtypes import compute_dtype, numpy_to_type, onnx_to_type, type_to_numpy
 from einc.ir.ein import ConstantOp, WeightOp
 from einc.ir.onnx import OP_CLASSES, NoneOp, YieldOp, onnx_op_class
 
@@ -670,7 +670,7 @@ def _inference_error(text: str) -> EincError:
 
 
 def _dense(array: np.ndarray) -> DenseIntOrFPElementsAttr:
-    flat = array.ravel()
+    flat = array.ravel().astype(compute_dtype(array.dtype))  # bit formats as float32 or int32
     values = flat.tolist() if flat.dtype.kind in "biu" else flat.astype(np.float64).tolist()
     return DenseIntOrFPElementsAttr.from_list(
         TensorType(numpy_to_type(array.dtype), array.shape), values
@@ -678,7 +678,7 @@ def _dense(array: np.ndarray) -> DenseIntOrFPElementsAttr:
 
 
 def _to_array(tensor: TensorProto) -> np.ndarray:
-    dtype = type_to_numpy(onnx_to_type(tensor.data_type))  # refuses strings, float8, ...
+    dtype = type_to_numpy(onnx_to_type(tensor.data_type))  # refuses strings, complex
     try:
         array = numpy_helper.to_array(tensor)
     except (OSError, ValueError, ValidationError) as err:

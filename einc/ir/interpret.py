@@ -14,7 +14,7 @@ from xdsl.dialects import func
 from xdsl.ir import Block, Operation, SSAValue
 
 from einc.ir import mapexpr
-from einc.ir.dtypes import type_to_numpy
+from einc.ir.dtypes import compute_dtype, to_dtype, type_to_numpy
 from einc.ir.ein import (
     ConcatOp,
     ConstantOp,
@@ -45,14 +45,15 @@ def einsum(op: EinsumOp, inputs: Sequence[np.ndarray]) -> np.ndarray:
         index = tuple(
             sum((grid[v] * c for v, c in e.terms), np.full([1] * len(order), e.const)) for e in exprs
         )
-        gathered.append(array[index] if exprs else np.broadcast_to(array, [1] * len(order)))
+        picked = array[index] if exprs else np.broadcast_to(array, [1] * len(order))
+        gathered.append(picked.astype(compute_dtype(picked.dtype), copy=False))  # bit formats in f32 / i32
     dtype = type_to_numpy(op.result_type().get_element_type())
-    value = mapexpr.evaluate(op.map_expr, gathered, dtype)
+    value = mapexpr.evaluate(op.map_expr, gathered, compute_dtype(dtype))
     value = np.broadcast_to(value, [extents[v] for v in order])
     n_out = len(op.output_vars)
     if op.reduce_op is not None and len(order) > n_out:
         value = _REDUCE[op.reduce_op].reduce(value, axis=tuple(range(n_out, len(order))))
-    return np.asarray(value, dtype=dtype).reshape(op.result_type().get_shape())
+    return to_dtype(value, dtype).reshape(op.result_type().get_shape())
 
 
 def pad(op: PadOp, x: np.ndarray) -> np.ndarray:

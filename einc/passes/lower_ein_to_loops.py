@@ -21,8 +21,10 @@ each at its computed place.
 
 Scalars are computed in a *compute type* per storage type: bools are stored as
 bytes and computed as i1, unsigned integers widen to a signed type, 16-bit
-floats widen to f32. A map computes in the common type of its operands and
-converts to the output's type at the end; comparisons give i1.
+floats widen to f32, bit formats (bf16, float8, 4- and 2-bit integers) are stored
+as integer bits and computed as f32 or i32 (`bit_formats`). A map computes in the
+common type of its operands and converts to the output's type at the end;
+comparisons give i1.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from einc.ir import mapexpr
-from einc.ir.dtypes import numpy_to_type, type_to_numpy
+from einc.ir.dtypes import BIT_FORMATS, numpy_to_type, type_to_numpy
 from einc.ir.ein import (
     REDUCTIONS,
     ConcatOp,
@@ -78,6 +80,7 @@ from einc.ir.ein import (
     inline_group,
 )
 from einc.ir.indexexpr import IndexExpr
+from einc.passes import bit_formats
 from einc.passes.memplan import (
     INPLACE,
     MEMPLAN,
@@ -166,6 +169,8 @@ _LOGICAL = {"and": arith.AndIOp, "or": arith.OrIOp, "xor": arith.XOrIOp}
 
 def compute_type(ty: Attribute) -> Attribute:
     """The type scalars of element type `ty` are computed in."""
+    if ty in BIT_FORMATS:
+        return Float32Type() if BIT_FORMATS[ty].is_float else i32
     if isinstance(ty, IntegerType):
         if ty.width.data == 1:
             return i1
@@ -179,6 +184,8 @@ def compute_type(ty: Attribute) -> Attribute:
 
 def storage_type(ty: Attribute) -> Attribute:
     """The element type buffers of element type `ty` hold (signless, byte-sized)."""
+    if ty in BIT_FORMATS:
+        return IntegerType(BIT_FORMATS[ty].storage or 8)
     if isinstance(ty, IntegerType):
         return i8 if ty.width.data == 1 else IntegerType(ty.width.data)
     return ty
@@ -311,11 +318,17 @@ class _Emitter:
     def load(self, buf: Buffer, at: SSAValue) -> SSAValue:
         """A scalar of `buf`, in its compute type."""
         raw = self.emit(memref.LoadOp.get(buf.ref, [at]))
+        if buf.elem in BIT_FORMATS:
+            return bit_formats.decode(self.emit, raw, buf.elem)
         return self.convert(raw, compute_type(buf.elem), unsigned=_unsigned(buf.elem))
 
     def store(self, value: SSAValue, buf: Buffer, at: SSAValue) -> None:
         """Store a scalar, converting it to `buf`'s storage type."""
-        raw = self.convert(self.convert(value, compute_type(buf.elem)), storage_type(buf.elem))
+        value = self.convert(value, compute_type(buf.elem))
+        if buf.elem in BIT_FORMATS:
+            raw = bit_formats.encode(self.emit, value, buf.elem)
+        else:
+            raw = self.convert(value, storage_type(buf.elem))
         self.emit(memref.StoreOp.get(raw, buf.ref, [at]))
 
     # -- scalar code ---------------------------------------------------------

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes  # noqa: F401  (registers bfloat16, float8_*, int4, ... as numpy dtype names)
 import numpy as np
 
 from einc.diagnostics import EincError

@@ -22,6 +22,7 @@ import einc
 from einc.backends.llvm.translate import compile_to_object
 from einc.backends.llvm.ukernels import pack_weight
 from einc.frontend.onnx import ImportedModel
+from einc.ir.dtypes import dtype_name
 from einc.passes.pipeline import CPU_LLVM, CPU_LOOPS, Pipeline
 from einc.runtime.artifact import ALIGNMENT, FORMAT, CompiledModel
 
@@ -46,7 +47,7 @@ def buffer_table(module: ModuleOp) -> list[dict]:
                 "role": d["role"].data,  # type: ignore[attr-defined]
                 "name": d["name"].data,  # type: ignore[attr-defined]
                 "shape": [s.value.data for s in d["shape"]],  # type: ignore[attr-defined]
-                "dtype": np.dtype(d["dtype"].data).str,  # type: ignore[attr-defined]
+                "dtype": dtype_name(d["dtype"].data),  # type: ignore[attr-defined]
                 "value": d.get("value"),
                 "pack": d["pack"].data if "pack" in d else None,  # type: ignore[attr-defined]
                 **({"offset": d["offset"].value.data} if "offset" in d else {}),  # type: ignore[attr-defined]
@@ -140,8 +141,8 @@ def compile_for_cpu(imported: ImportedModel) -> CompiledModel:
         "cpu": llvm.get_host_cpu_name(),
         "triple": llvm.get_default_triple(),
         "entry": ENTRY,
-        "inputs": [{"name": n, "shape": list(s), "dtype": np.dtype(d).str} for n, s, d in imported.inputs],
-        "outputs": [{"name": n, "shape": list(s), "dtype": np.dtype(d).str} for n, s, d in imported.outputs],
+        "inputs": [{"name": n, "shape": list(s), "dtype": dtype_name(d)} for n, s, d in imported.inputs],
+        "outputs": [{"name": n, "shape": list(s), "dtype": dtype_name(d)} for n, s, d in imported.outputs],
         "buffers": buffers,
         "arena_bytes": arena,
         "memplan": plan,

@@ -1,0 +1,135 @@
+"""Bit formats (bf16, float8, float4, 4- and 2-bit integers): import, the compiled
+load/store conversions bit for bit against ml_dtypes, and the ops that use them
+(Cast, CastLike, QuantizeLinear, DequantizeLinear, data movement) against
+onnxruntime where it runs them and the onnx reference evaluator where it does not."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import einc
+from einc.frontend.onnx import import_model
+from einc.ir.dtypes import BIT_FORMATS, ELEMENT_TYPES, dtype_name, to_dtype
+from einc.ir.interpret import run_function
+from einc.passes import Pipeline
+from tests.conftest import IR_VERSION, ort_run
+
+FLOAT_FORMATS = {
+    T.BFLOAT16: ml_dtypes.bfloat16,
+    T.FLOAT8E4M3FN: ml_dtypes.float8_e4m3fn,
+    T.FLOAT8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
+    T.FLOAT8E5M2: ml_dtypes.float8_e5m2,
+    T.FLOAT8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+    T.FLOAT8E8M0: ml_dtypes.float8_e8m0fnu,
+    T.FLOAT4E2M1: ml_dtypes.float4_e2m1fn,
+}
+INT_FORMATS = {T.INT4: ml_dtypes.int4, T.UINT4: ml_dtypes.uint4, T.INT2: ml_dtypes.int2, T.UINT2: ml_dtypes.uint2}
+NAMES = {v: k for k, v in T.DataType.items()}
+OPSET = 25  # the first with every type here (INT2, UINT2)
+
+
+def _model(nodes, inputs, outputs, opset=OPSET, initializers=()):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, None) for n, t in outputs], list(initializers),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+
+
+def _cast(src: int, dst: int, shape, **attrs):
+    return _model([helper.make_node("Cast", ["x"], ["y"], to=dst, **attrs)], [("x", src, shape)], [("y", dst)])
+
+
+def _both(model, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The first output as the ein interpreter computes it and as compiled code does."""
+    imported = import_model(model)
+    Pipeline("onnx-to-ein", verify_each=True).apply(imported.module)
+    main = next(iter(imported.module.ops))
+    interpreted = run_function(main, list(feeds.values()), imported.weights)[0]
+    return interpreted, einc.compile(model).run(feeds)["y"]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[a.itemsize])
+
+
+def _same(have: np.ndarray, want: np.ndarray) -> None:
+    """Equal bits, except that any NaN matches any NaN (payloads are not ONNX's business)."""
+    assert have.dtype == want.dtype
+    nan = np.isnan(want.astype(np.float32))
+    np.testing.assert_array_equal(np.isnan(have.astype(np.float32)), nan)
+    np.testing.assert_array_equal(_bits(have)[~nan], _bits(want)[~nan])
+
+
+def test_every_row_round_trips_its_names():
+    for row in ELEMENT_TYPES:
+        assert np.dtype(dtype_name(row.numpy)) == row.numpy
+    assert set(BIT_FORMATS) == {r.ir for r in ELEMENT_TYPES if r.onnx in FLOAT_FORMATS or r.onnx in INT_FORMATS}
+
+
+@pytest.mark.parametrize("onnx_type", list(FLOAT_FORMATS), ids=lambda t: NAMES[t])
+def test_float_decode_every_code(onnx_type):
+    """Every bit pattern loads as the f32 ml_dtypes gives it (NaN for NaN)."""
+    dtype = np.dtype(FLOAT_FORMATS[onnx_type])
+    n = 1 << (8 * dtype.itemsize)
+    codes = np.arange(n, dtype=np.uint16 if dtype.itemsize == 2 else np.uint8)
+    if onnx_type == T.FLOAT4E2M1:
+        codes = codes[:16]
+    x = codes.view(dtype)
+    want = x.astype(np.float32)
+    for got in _both(_cast(onnx_type, T.FLOAT, [len(x)]), {"x": x}):
+        _same(got, want)
+
+
+def _probe_values(dtype: np.dtype) -> np.ndarray:
+    """Every finite value of a format, the midpoints between neighbours and a hair
+    either side of them, values past the largest, specials and random floats."""
+    n = 1 << (8 * dtype.itemsize)
+    codes = np.arange(n if n <= 256 else 256, dtype=np.uint8 if dtype.itemsize == 1 else np.uint16)
+    if dtype.itemsize == 2:
+        codes = (np.arange(256, dtype=np.uint16) << 8) | 0x5A  # a spread of bf16 values
+    values = np.unique(codes.view(dtype).astype(np.float32))
+    values = values[np.isfinite(values)].astype(np.float64)
+    mids = (values[:-1] + values[1:]) / 2
+    both = np.concatenate([values, -values, mids, -mids])
+    with np.errstate(over="ignore"):
+        both = both.astype(np.float32)
+    hair = np.concatenate([np.nextafter(both, np.float32(np.inf)), np.nextafter(both, np.float32(-np.inf))])
+    big = float(values.max())
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, big * 1.02, big * 1.1, big * 4, 3e38, 1e-30, -1e-45])
+    random = np.random.default_rng(7).standard_normal(2000) * max(1.0, big / 8)
+    with np.errstate(over="ignore"):  # bf16's largest values overflow f32 past it: inf is a fine probe
+        return np.concatenate([both, hair, specials, random]).astype(np.float32)
+
+
+@pytest.mark.parametrize("onnx_type", list(FLOAT_FORMATS), ids=lambda t: NAMES[t])
+def test_float_encode_rounds_as_ml_dtypes(onnx_type):
+    """Stores round to nearest even without saturating, bit for bit as ml_dtypes
+    (E8M0: up and saturating, ONNX Cast's defaults); compiled code and interpreter."""
+    dtype = np.dtype(FLOAT_FORMATS[onnx_type])
+    x = _probe_values(dtype)
+    if onnx_type == T.FLOAT8E8M0:
+        x = np.abs(x)
+    want = to_dtype(x, dtype)
+    attrs = {} if onnx_type in (T.BFLOAT16, T.FLOAT8E8M0, T.FLOAT4E2M1) else {"saturate": 0}
+    interpreted, compiled = _both(_cast(T.FLOAT, onnx_type, [len(x)], **attrs), {"x": x})
+    _same(compiled, want)
+    _same(interpreted, want)
+
+
+@pytest.mark.parametrize("onnx_type", list(INT_FORMATS), ids=lambda t: NAMES[t])
+def test_int_formats_load_sign_extended_and_store_wrapped(onnx_type):
+    dtype = np.dtype(INT_FORMATS[onnx_type])
+    info = ml_dtypes.iinfo(dtype)
+    x = np.arange(info.min, info.max + 1).astype(dtype)
+    for got in _both(_cast(onnx_type, T.INT32, [len(x)]), {"x": x}):
+        np.testing.assert_array_equal(got, np.arange(info.min, info.max + 1, dtype=np.int32))
+    wide = np.arange(-40, 40, dtype=np.int32)
+    for got in _both(_cast(T.INT32, onnx_type, [len(wide)]), {"x": wide}):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, wide.astype(dtype))  # the low bits, as an int8 store keeps
