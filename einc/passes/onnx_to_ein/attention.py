@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from onnx import TensorProto
-from xdsl.dialects.builtin import Float32Type, Float64Type, IntegerType, TensorType, i64
+from xdsl.dialects.builtin import AnyFloat, Float32Type, Float64Type, IntegerType, TensorType, i64
 from xdsl.ir import Attribute, SSAValue
 
 from einc.ir.dtypes import onnx_to_type, type_to_numpy
@@ -199,7 +199,7 @@ def _bias(
         if not 1 <= len(mshape) <= 4 or mshape[-1] > keys:
             raise Unsupported(f"attn_mask of shape {list(mshape)} does not fit {keys} keys")
         boolean = isinstance(_elem(mask), IntegerType) and _elem(mask).width.data == 1
-        if not boolean and not isinstance(_elem(mask), (Float32Type, Float64Type)) and type_to_numpy(_elem(mask)).kind != "f":
+        if not boolean and not isinstance(_elem(mask), AnyFloat):
             raise Unsupported("attn_mask must be bool or float")
         if 1 < mshape[-1] < keys:  # a shorter mask: keys past its end are masked out
             low = [0] * len(mshape)
