@@ -26,7 +26,10 @@ work); a reader outside, a reduction, a map function the vector epilogue
 lacks (`EPILOGUE_FUNCTIONS`) or a non-f32 type ends the group. A rows group
 takes, in program order, every einsum that reads one of its values while that
 einsum fits the row space (same rows, all of R or none reduced, f32, plain
-indices, vector map functions); the first reader that does not fit ends it.
+indices, vector map functions), and elementwise einsums that fit and read its
+inputs; the first reader of a group value that does not fit ends it. A group
+started by an elementwise einsum (rows: all dims but the last) is kept only
+if something joins it: GELU's chain of maps, a residual add before a LayerNorm.
 Each group records why in `einc.why`, which `einc explain` prints.
 """
 
@@ -241,14 +244,22 @@ class RowSpace:
 
     @staticmethod
     def seed(op: Operation) -> RowSpace | None:
-        """The space of a reduction that can start a rows group (a plain, f32, non-contraction reduce)."""
-        if not (isinstance(op, EinsumOp) and op.reduce_op is not None and op.reduction_vars() and not is_contraction(op)):
+        """The space of an einsum that can start a rows group: a plain, f32, non-contraction
+        reduction (its output dims are the rows), or an elementwise map that is not a copy
+        (rows: all dims but the last; a LayerNorm or softmax after it joins over the last)."""
+        if not isinstance(op, EinsumOp) or is_contraction(op):
+            return None
+        if op.reduce_op is not None and op.reduction_vars():
+            rows, reduced = op.output_vars, op.reduction_vars()
+        elif op.reduce_op is None and op.output_vars and op.map_expr != mapexpr.Input(0):
+            rows, reduced = op.output_vars[:-1], op.output_vars[-1:]
+        else:
             return None
         extents = op.extents()
-        p = [f"p{i}" for i in range(len(op.output_vars))]
-        r = [f"r{i}" for i in range(len(op.reduction_vars()))]
+        p = [f"p{i}" for i in range(len(rows))]
+        r = [f"r{i}" for i in range(len(reduced))]
         space = RowSpace({}, p, r, [], {}, {}, {}, {}, {})
-        names = dict(zip(op.output_vars, p)) | dict(zip(op.reduction_vars(), r))
+        names = dict(zip(rows, p)) | dict(zip(reduced, r))
         space.extents = {names[v]: extents[v] for v in names}
         return space if space._check(op, names) is None else None
 
@@ -336,6 +347,8 @@ def rows_chain(seed: EinsumOp) -> tuple[RowSpace, str] | None:
             if why is not None:
                 stop = why
                 break
+        elif isinstance(op, EinsumOp) and op.reduce_op is None and any(v in space.seen for v in op.inputs):
+            space.join(op)  # a sibling map of the same inputs (GELU's x^3 beside x/2): joins if it fits
         op = op.next_op
     return space, stop
 
@@ -350,6 +363,8 @@ def fuse_rows(fn: func.FuncOp) -> list[GroupOp]:
         if found is None:
             continue
         space, stop = found
+        if not any(m.reduce_op for m in space.ops) and len(space.ops) < 2:
+            continue  # one elementwise einsum is one loop already
         members = set(space.ops)
         taken |= members
         outputs = [m.output for m in space.ops if any(u.operation not in members for u in m.output.uses)]

@@ -60,9 +60,10 @@ def test_a_second_reader_outside_ends_the_chain():
 
     module = Parser(make_context(), text).parse_module()
     Pipeline("fuse").apply(module)
-    (group,) = _groups(module)
+    group, siblings = _groups(module)
     assert [op.name for op in group.body.block.ops] == ["ein.einsum", "ein.yield"]
     assert "read outside" in group.attributes["einc.why"].data
+    assert siblings.kind.data == "rows" and len(siblings.outputs) == 2  # the two readers: one loop over the product
 
 
 def _parse(text: str):

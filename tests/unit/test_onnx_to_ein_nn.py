@@ -440,3 +440,88 @@ def test_mel_weight_matrix_matches_onnxruntime(bins, length, rate, low, high):
     inits = {"bins": np.array(bins, np.int32), "len": np.array(length, np.int32)}
     model = node_model("MelWeightMatrix", feeds, inits, opset=17, input_names=["bins", "len", "rate", "low", "high"])
     check_lowering(model, feeds)
+
+
+# -- GridSample, AffineGrid, RoiAlign, MaxUnpool ------------------------------------------------
+# Tolerance RTOL/ATOL (1e-5) against onnxruntime; bicubic with border padding, where
+# onnxruntime and ONNX's reference differ (onnxruntime does not clamp the coordinate
+# before taking the 4 x 4 taps), against the reference, as is a MaxUnpool whose
+# output_shape is larger than the unpooled shape (onnxruntime reads the indices in it).
+# AffineGrid over a one-pixel dimension with align_corners is left out: onnxruntime
+# (1), PyTorch (0) and ONNX's reference (-1, which einc follows) disagree.
+
+GRID_MODES = [(m, p, a) for m in ("bilinear", "nearest", "bicubic") for p in ("zeros", "border", "reflection") for a in (0, 1)]
+
+
+@pytest.mark.parametrize("mode,padding,align", GRID_MODES)
+def test_grid_sample_2d_matches_onnxruntime(rng, mode, padding, align):
+    feeds = {"x": _f(rng, 2, 3, 4, 5), "grid": _f(rng, 2, 3, 6, 2, low=-1.3, high=1.3)}
+    model = node_model("GridSample", feeds, opset=16, mode=mode, padding_mode=padding, align_corners=align)
+    if mode == "bicubic" and padding == "border":
+        model = node_model("GridSample", feeds, opset=20, mode="cubic", padding_mode=padding, align_corners=align)
+        _check_against_reference(model, feeds)
+    else:
+        check_lowering(model, feeds, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("mode,padding", [("linear", "zeros"), ("nearest", "reflection"), ("linear", "border")])
+def test_grid_sample_3d_and_1x1_images_match_onnxruntime(rng, mode, padding):
+    volume = {"x": _f(rng, 1, 2, 3, 4, 5), "grid": _f(rng, 1, 2, 3, 2, 3, low=-1.2, high=1.2)}
+    check_lowering(node_model("GridSample", volume, opset=22, mode=mode, padding_mode=padding), volume)
+    dot = {"x": _f(rng, 1, 2, 1, 1), "grid": _f(rng, 1, 2, 2, 2, low=-1.2, high=1.2)}
+    check_lowering(node_model("GridSample", dot, opset=22, mode=mode, padding_mode=padding, align_corners=1), dot)
+
+
+@pytest.mark.parametrize("size,align", [([2, 3, 4, 5], 0), ([2, 3, 2, 6], 1), ([2, 3, 1, 6], 0), ([1, 2, 3, 4, 5], 0), ([1, 2, 3, 4, 5], 1)])
+def test_affine_grid_matches_onnxruntime(rng, size, align):
+    r = len(size) - 2
+    feeds = {"theta": _f(rng, size[0], r, r + 1)}
+    model = node_model("AffineGrid", feeds, {"size": np.array(size, np.int64)}, opset=20, align_corners=align)
+    check_lowering(model, feeds)
+
+
+def _rois(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+    """Boxes [x1, y1, x2, y2], some reaching past the image."""
+    x1, y1 = rng.uniform(-2, width - 1, n), rng.uniform(-2, height - 1, n)
+    return np.stack([x1, y1, x1 + rng.uniform(0.5, 6, n), y1 + rng.uniform(0.5, 6, n)], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"sampling_ratio": 2},
+    {"sampling_ratio": 2, "mode": "max"},
+    {"sampling_ratio": 3, "coordinate_transformation_mode": "output_half_pixel", "spatial_scale": 0.5},
+    {"sampling_ratio": 1, "mode": "max", "output_height": 2, "output_width": 4},
+], ids=["avg", "max", "output-half-pixel-scaled", "max-one-sample-wide"])
+def test_roi_align_matches_onnxruntime(rng, attrs):
+    attrs = {"output_height": 3, "output_width": 3, **attrs}
+    feeds = {"x": _f(rng, 2, 3, 7, 8), "rois": _rois(rng, 5, 7, 8), "batch": np.array([0, 1, 1, 0, 1], np.int64)}
+    check_lowering(node_model("RoiAlign", feeds, opset=16, **attrs), feeds)
+
+
+def test_roi_align_with_an_adaptive_sampling_ratio_is_unsupported(rng):
+    feeds = {"x": _f(rng, 1, 1, 4, 4), "rois": _rois(rng, 2, 4, 4), "batch": np.zeros(2, np.int64)}
+    _expect_unsupported(node_model("RoiAlign", feeds, opset=16), "roialign_node", "sampling_ratio 0")
+
+
+def _pool_indices(rng: np.random.Generator, shape: tuple[int, ...], stride: int, out: tuple[int, ...]) -> np.ndarray:
+    """Flat MaxPool indices: one place per stride x stride window of an `out`-shaped tensor."""
+    n, c, h, w = shape
+    dy, dx = rng.integers(0, stride, shape), rng.integers(0, stride, shape)
+    rows = np.arange(h)[:, None] * stride + dy
+    cols = np.arange(w)[None, :] * stride + dx
+    planes = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None]
+    return (planes * out[2] * out[3] + rows * out[3] + cols).astype(np.int64)
+
+
+def test_max_unpool_matches_onnxruntime(rng):
+    feeds = {"x": _f(rng, 2, 3, 3, 4), "i": _pool_indices(rng, (2, 3, 3, 4), 2, (2, 3, 6, 8))}
+    check_lowering(node_model("MaxUnpool", feeds, kernel_shape=[2, 2], strides=[2, 2], opset=11), feeds)
+    padded = {"x": _f(rng, 1, 2, 3, 3), "i": _pool_indices(rng, (1, 2, 3, 3), 2, (1, 2, 5, 5))}
+    check_lowering(node_model("MaxUnpool", padded, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], opset=22), padded)
+
+
+def test_max_unpool_to_a_larger_output_shape_follows_onnx_reference(rng):
+    feeds = {"x": _f(rng, 1, 2, 2, 2), "i": _pool_indices(rng, (1, 2, 2, 2), 2, (1, 2, 4, 4))}
+    model = node_model("MaxUnpool", feeds, {"shape": np.array([1, 2, 5, 6], np.int64)}, kernel_shape=[2, 2], strides=[2, 2], opset=22)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y0", onnx.TensorProto.FLOAT, [1, 2, 5, 6]))  # inference leaves it open
+    _check_against_reference(model, feeds)

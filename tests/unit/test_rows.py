@@ -144,3 +144,52 @@ def test_transformer_layers(seq, d, heads, masked, rng):
     model, feeds = _attention_model(rng, seq, d, heads, masked)
     assert len(_kernels(model)) >= 2  # the softmax's rows and the LayerNorms' (identical ones share a kernel)
     _check(model, feeds, rtol=1e-4, atol=1e-5)
+
+
+def _graph(nodes, inputs: dict[str, np.ndarray], inits: dict[str, np.ndarray]) -> onnx.ModelProto:
+    f = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, f, a.shape) for n, a in inputs.items()],
+        [helper.make_tensor_value_info("y", f, None)], [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+
+
+def test_gelu_tanh_chain_is_one_kernel_with_pow_as_multiplications(rng):
+    """GPT-2's GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), eight einsums, one rows
+    kernel (no reduction); the exponent constant is folded so x^3 is two multiplications."""
+    import json
+
+    from xdsl.dialects import func
+
+    x = (rng.standard_normal((3, 16, 100)) * 2).astype(np.float32)
+    c = lambda v: np.array(v, np.float32)  # noqa: E731
+    inits = {"half": c(0.5), "three": c(3.0), "k": c(0.044715), "s": c(np.sqrt(2 / np.pi)), "one": c(1.0)}
+    nodes = [
+        helper.make_node("Mul", ["x", "half"], ["a"]), helper.make_node("Pow", ["x", "three"], ["b"]),
+        helper.make_node("Mul", ["b", "k"], ["c"]), helper.make_node("Add", ["x", "c"], ["d"]),
+        helper.make_node("Mul", ["d", "s"], ["e"]), helper.make_node("Tanh", ["e"], ["t"]),
+        helper.make_node("Add", ["t", "one"], ["g"]), helper.make_node("Mul", ["a", "g"], ["y"]),
+    ]
+    model = _graph(nodes, {"x": x}, inits)
+    module = import_model(model).module
+    Pipeline(CPU_LOOPS).apply(module)
+    (kernel,) = [op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data.startswith("einc_rows")]
+    maps = " ".join(step["map"] for step in json.loads(kernel.attributes["einc.ukernel"].data)["steps"])
+    assert "pow($0, 3.0)" in maps and "$1" not in maps.split("pow")[1][:8]
+    _check(model, {"x": x})
+
+
+def test_residual_add_and_layer_norm_share_one_kernel(rng):
+    """An elementwise einsum starts a group (rows: all dims but the last) that the LayerNorm joins:
+    the sum is a result too, read by the next residual add."""
+    x, h = (rng.standard_normal((2, 7, 48)).astype(np.float32) for _ in range(2))
+    inits = {"g": rng.standard_normal(48).astype(np.float32), "b": rng.standard_normal(48).astype(np.float32)}
+    nodes = [
+        helper.make_node("Add", ["x", "h"], ["r"]),
+        helper.make_node("LayerNormalization", ["r", "g", "b"], ["n"], axis=-1, epsilon=1e-5),
+        helper.make_node("Add", ["r", "n"], ["y"]),
+    ]
+    model = _graph(nodes, {"x": x, "h": h}, inits)
+    assert len(_kernels(model)) == 1
+    _check(model, {"x": x, "h": h})

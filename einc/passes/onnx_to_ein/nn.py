@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, Float64Type, StringAttr, TensorType
+from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, Float64Type, StringAttr, TensorType, i64
 from xdsl.ir import SSAValue
 
 from einc.ir.dtypes import numpy_to_type, type_to_numpy
-from einc.ir.ein import ConcatOp, PadOp
+from einc.ir.ein import ConcatOp, GatherOp, PadOp, ScatterOp
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.onnx_to_ein.common import (
     CascadeBuilder,
@@ -1141,6 +1141,251 @@ def lower_mel_weight_matrix(b: CascadeBuilder, node: Node) -> list[SSAValue]:
                      [["i"], [IndexExpr.affine({"i": 1}, 1)], [IndexExpr.affine({"i": 1}, 2)], ["j"]], ["j", "i"], ty, triangle)]
 
 
+
+# -- sampling at computed places: GridSample, AffineGrid, RoiAlign, MaxUnpool ----------------------
+#
+# A sample of an image at a computed (fractional) place is a few taps. Per spatial
+# dimension, einsums make a table of tap indices and one of tap weights from the
+# coordinates (padding folded in: a tap outside reads a clamped index with weight
+# 0, or a clamped or mirrored index); one einsum joins the per-dimension indices
+# into flat rows of the image viewed channels-last as [N * pixels, C];
+# `ein.gather` reads those rows and one contraction sums (or maxes) the taps
+# weighted.
+
+
+def _lit(value: float) -> str:
+    """A float literal of the map language (negatives in parentheses)."""
+    return f"({value!r})" if value < 0 else repr(float(value))
+
+
+def _sample_taps(
+    b: CascadeBuilder,
+    x: SSAValue,
+    batch: SSAValue,
+    indices: Sequence[SSAValue],
+    weights: Sequence[SSAValue],
+    keep: int,
+    fold: str = "add",
+) -> SSAValue:
+    """out[L[:keep]..., c] = fold over taps (and L[keep:]) of x[batch, index_0, ..., c] * prod weights.
+
+    `indices[d]` and `weights[d]` are [L..., T_d] tables over the lead positions L
+    (size 1 where a table does not vary), `batch` is [L...] with the image number.
+    """
+    shape = shape_of(x)
+    spatial, channels = shape[2:], shape[1]
+    strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
+    tables = [batch, *indices, *weights]
+    lead = len(shape_of(batch))
+    lead_shape = [max(shape_of(t)[n] for t in tables) for n in range(lead)]
+    lv = axis_vars(lead, "l")
+    taps = [f"t{d}" for d in range(len(indices))]
+    tap_sizes = [shape_of(t)[-1] for t in indices]
+
+    def read(table: SSAValue, d: int | None) -> list[str]:
+        exprs = [v if shape_of(table)[n] > 1 else "0" for n, v in enumerate(lv)]
+        return exprs if d is None else [*exprs, taps[d]]
+
+    terms = [f"$0 * {math.prod(spatial)}", *[f"${d + 1} * {s}" for d, s in enumerate(strides)]]
+    flat = b.einsum(
+        [batch, *indices], [read(batch, None), *[read(t, d) for d, t in enumerate(indices)]],
+        [*lv, *taps], TensorType(i64, [*lead_shape, *tap_sizes]), " + ".join(terms),
+    )
+    n_rows = math.prod(lead_shape) * math.prod(tap_sizes)
+    rows = b.reshape(b.transpose(x, [0, *range(2, len(shape)), 1]), [shape[0] * math.prod(spatial), channels])
+    picked = b.insert(GatherOp(rows, b.reshape(flat, [n_rows]), 0, tensor_type([n_rows, channels], x))).results[0]
+    picked = b.reshape(picked, [*lead_shape, *tap_sizes, channels])
+    product = " * ".join(f"${n + 1}" for n in range(len(weights)))
+    return b.einsum(
+        [picked, *weights], [[*lv, *taps, "c"], *[read(w, d) for d, w in enumerate(weights)]],
+        [*lv[:keep], "c"], tensor_type([*lead_shape[:keep], channels], x), f"$0 * ({product})", fold,
+    )
+
+
+def _reflect(v: str, low: float, high: float) -> str:
+    """`v` mirrored at `low` and `high` until it lies between them (however far out)."""
+    span = high - low
+    return f"{_lit(low)} + ({_lit(span)} - abs(mod({v} - {_lit(low)}, {_lit(2 * span)}) - {_lit(span)}))"
+
+
+def _keys(s: str, a: float = -0.75) -> str:
+    """Keys' cubic convolution kernel at distance `s` in [0, 2] (GridSample's a = -0.75)."""
+    near = f"(({_lit(a + 2)} * {s} - {_lit(a + 3)}) * {s} * {s} + 1.0)"
+    far = f"((({_lit(a)} * {s} - {_lit(5 * a)}) * {s} + {_lit(8 * a)}) * {s} - {_lit(4 * a)})"
+    return f"select(le({s}, 1.0), {near}, {far})"
+
+
+GRID_SAMPLE_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest", "bicubic": "cubic", "cubic": "cubic"}
+"""GridSample's mode names (opset 16 and 20+) -> the interpolation."""
+GRID_TAPS = {"nearest": [0.0], "linear": [0.0, 1.0], "cubic": [-1.0, 0.0, 1.0, 2.0]}
+"""Tap offsets from floor(coordinate) per interpolation."""
+
+
+def lower_grid_sample(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """GridSample in any number of spatial dims, as the spec's reference computes it.
+
+    Per spatial dim d (read from grid[..., r-1-d]): unnormalise the coordinate, round
+    it (half to even) for nearest, bring it inside by clamping or mirroring where it
+    lies outside [-0.5, size-0.5] ([0, size-1] with align_corners); taps at floor +
+    offsets, weighted linearly or by Keys' cubic; each tap's index padded (zeros:
+    weight 0; border: clamped; reflection: mirrored).
+    """
+    x, grid = _input(node, 0), _input(node, 1)
+    mode_name = node.string_attr("mode", "linear" if node.opset >= 20 else "bilinear")
+    mode, padding = GRID_SAMPLE_MODES.get(mode_name), node.string_attr("padding_mode", "zeros")
+    if mode is None or padding not in ("zeros", "border", "reflection"):
+        raise Unsupported(f"mode '{mode_name}' with padding_mode '{padding}'")
+    align = bool(node.int_attr("align_corners", 0))
+    shape, gshape = shape_of(x), shape_of(grid)
+    r, lead = len(shape) - 2, len(gshape) - 1
+    lv = axis_vars(lead, "l")
+    offsets = GRID_TAPS[mode]
+    offset_table = b.constant(np.array(offsets, np.float32), grid)
+    table_shape = [*gshape[:-1], len(offsets)]
+    indices, weights = [], []
+    for d, size in enumerate(shape[2:]):
+        low, high, last = (0.0, size - 1.0, _lit(size - 1)) if align else (-0.5, size - 0.5, _lit(size - 1))
+        c = f"($0 + 1.0) / 2.0 * {last}" if align else f"(($0 + 1.0) * {_lit(size)} - 1.0) / 2.0"
+        coordinate = b.einsum([grid], [[*lv, str(r - 1 - d)]], lv, tensor_type(gshape[:-1], grid),
+                              f"round({c})" if mode == "nearest" else c)
+        inside_span = f"or(lt($0, {_lit(low)}), gt($0, {_lit(high)}))"
+        mirror = padding == "reflection" and high > low
+        if padding == "border" or mirror:
+            moved = f"min(max($0, 0.0), {last})" if padding == "border" else _reflect("$0", low, high)
+            coordinate = b.einsum([coordinate], [lv], lv, tensor_type(gshape[:-1], grid), f"select({inside_span}, {moved}, $0)")
+        tap = "floor($0) + $1"
+        index = f"min(max({tap}, 0.0), {last})"
+        if mirror:
+            index = f"min(max(round({_reflect(tap, low, high)}), 0.0), {last})"
+        t = "($0 - floor($0))"
+        weight = {"nearest": "1.0", "linear": f"select(eq($1, 0.0), 1.0 - {t}, {t})", "cubic": _keys(f"abs({t} - $1)")}[mode]
+        if padding == "zeros":
+            weight = f"select(and(ge({tap}, 0.0), le({tap}, {last})), {weight}, 0.0)"
+        reads = [lv, ["o"]]
+        indices.append(b.einsum([coordinate, offset_table], reads, [*lv, "o"], TensorType(i64, table_shape), index))
+        weights.append(b.einsum([coordinate, offset_table], reads, [*lv, "o"], tensor_type(table_shape, grid), weight))
+    image = b.constant(np.arange(shape[0], dtype=np.int64).reshape(shape[0], *[1] * (lead - 1)), i64)
+    sampled = _sample_taps(b, x, image, indices, weights, lead)
+    return [b.transpose(sampled, [0, lead, *range(1, lead)])]
+
+
+def lower_affine_grid(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """grid[n, D..., k] = sum_j theta[n, k, j] * base_j, base = (x[w], y[h], (z[d]), 1):
+    one einsum whose map sums the r + 1 products in the order a matmul does."""
+    theta = _input(node, 0)
+    ty = node.result_types[0]
+    out_shape = list(ty.get_shape())
+    spatial = out_shape[1:-1]
+    r = len(spatial)
+    align = bool(node.int_attr("align_corners", 0))
+    dims = axis_vars(r, "d")
+    inputs, exprs, terms = [], [], []
+    for j in range(r):  # base_j runs along spatial dim r - 1 - j (x is the last)
+        size = spatial[r - 1 - j]
+        if align:
+            # one point: -1 as ONNX's reference (onnxruntime gives 1, PyTorch 0)
+            base = np.linspace(-1.0, 1.0, size) if size > 1 else np.array([-1.0])
+        else:
+            base = (2.0 * np.arange(size) + 1.0) / size - 1.0
+        terms.append(f"${len(inputs)} * ${len(inputs) + 1}")
+        inputs += [theta, b.constant(base.astype(np.float32), theta)]
+        exprs += [["n", "k", str(j)], [dims[r - 1 - j]]]
+    terms.append(f"${len(inputs)}")
+    inputs.append(theta)
+    exprs.append(["n", "k", str(r)])
+    return [b.einsum(inputs, exprs, ["n", *dims, "k"], ty, " + ".join(terms))]
+
+
+def lower_roi_align(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """RoiAlign: per RoI, output bin and sample point, bilinear taps (as onnxruntime:
+    a sample beyond [-1, size] weighs 0, one below 0 reads 0, one past the last pixel
+    reads it), averaged over the bin's samples or, for max, the largest weighted tap.
+
+    Sample coordinates y[r, ph, iy] and x[r, pw, ix] are einsums over the RoIs; the
+    taps are the shared gather and contraction. An adaptive sampling ratio (0) makes
+    the sample count depend on each RoI's size: refused."""
+    x, rois, batch = _input(node, 0), _input(node, 1), _input(node, 2)
+    ratio = node.int_attr("sampling_ratio", 0)
+    if ratio <= 0:
+        raise Unsupported("sampling_ratio 0 (adaptive: the sample count depends on each RoI's size)")
+    mode = node.string_attr("mode", "avg")
+    transform = node.string_attr("coordinate_transformation_mode", "half_pixel" if node.opset >= 16 else "output_half_pixel")
+    if mode not in ("avg", "max") or transform not in ("half_pixel", "output_half_pixel"):
+        raise Unsupported(f"mode '{mode}' with coordinate_transformation_mode '{transform}'")
+    scale, offset = node.float_attr("spatial_scale", 1.0), 0.5 if transform == "half_pixel" else 0.0
+    ty = node.result_types[0]
+    n_rois, channels, pooled_h, pooled_w = ty.get_shape()
+    height, width = shape_of(x)[2:]
+    tables = []
+    for column, pooled, size in ((1, pooled_h, height), (0, pooled_w, width)):
+        start = f"($0 * {_lit(scale)} - {_lit(offset)})"
+        extent = f"(($1 * {_lit(scale)} - {_lit(offset)}) - {start})"
+        if transform == "output_half_pixel":
+            extent = f"max({extent}, 1.0)"
+        bin_size = f"({extent} / {_lit(pooled)})"
+        where = f"{start} + $2 * {bin_size} + ($3 + 0.5) * {bin_size} / {_lit(ratio)}"
+        coordinate = b.einsum(
+            [rois, rois, _positions(b, pooled, x), _positions(b, ratio, x)],
+            [["r", str(column)], ["r", str(column + 2)], ["p"], ["s"]],
+            ["r", "p", "s"], tensor_type([n_rois, pooled, ratio], x), where,
+        )
+        floor = "floor(max($0, 0.0))"
+        frac = f"select(ge({floor}, {_lit(size - 1)}), 0.0, max($0, 0.0) - {floor})"
+        weight = f"select(or(lt($0, -1.0), gt($0, {_lit(size)})), 0.0, select(eq($1, 0.0), 1.0 - {frac}, {frac}))"
+        index = f"min({floor} + $1, {_lit(size - 1)})"
+        reads = [["r", "p", "s"], ["o"]]
+        pair = _positions(b, 2, x)
+        table_shape = [n_rois, pooled, ratio, 2]
+        tables.append((
+            b.einsum([coordinate, pair], reads, ["r", "p", "s", "o"], TensorType(i64, table_shape), index),
+            b.einsum([coordinate, pair], reads, ["r", "p", "s", "o"], tensor_type(table_shape, x), weight),
+        ))
+    (iy, wy), (ix, wx) = tables
+    # lead positions [r, ph, pw, sy, sx]: y tables vary over (r, ph, sy), x tables over (r, pw, sx)
+    spread_y = [n_rois, pooled_h, 1, ratio, 1, 2]
+    spread_x = [n_rois, 1, pooled_w, 1, ratio, 2]
+    images = b.reshape(batch, [n_rois, 1, 1, 1, 1])
+    sampled = _sample_taps(
+        b, x, images, [b.reshape(iy, spread_y), b.reshape(ix, spread_x)],
+        [b.reshape(wy, spread_y), b.reshape(wx, spread_x)], 3, "add" if mode == "avg" else "max",
+    )
+    if mode == "avg":
+        sampled = b.einsum([sampled], [["r", "p", "q", "c"]], ["r", "p", "q", "c"], sampled.type, f"$0 / {_lit(ratio * ratio)}")  # type: ignore[arg-type]
+    return [b.transpose(sampled, [0, 3, 1, 2])]
+
+
+def _positions(b: CascadeBuilder, n: int, like: SSAValue) -> SSAValue:
+    """[0, 1, ..., n-1] in the float type of `like`."""
+    return b.constant(np.arange(n, dtype=np.float32), like)
+
+
+def lower_max_unpool(b: CascadeBuilder, node: Node) -> list[SSAValue]:
+    """Zeros with X stored at the flat positions I holds (MaxPool's Indices: row-major
+    over the whole tensor): one `ein.scatter`. The positions index the shape the
+    attributes infer, `(in - 1) * stride - pads + kernel`; a larger `output_shape`
+    extends that at the end with zeros, as ONNX's reference and backend tests do
+    (onnxruntime instead reads the positions in the larger shape)."""
+    x, positions = _input(node, 0), _input(node, 1)
+    ty = node.result_types[0]
+    shape, out_shape = shape_of(x), list(ty.get_shape())
+    kernel = node.ints_attr("kernel_shape") or []
+    r = len(kernel)
+    strides = node.ints_attr("strides", [1] * r) or []
+    pads = node.ints_attr("pads", [0] * 2 * r) or []
+    inferred = [*shape[:2], *[(shape[2 + d] - 1) * strides[d] - pads[d] - pads[r + d] + kernel[d] for d in range(r)]]
+    if len(inferred) != len(out_shape) or any(o < i for o, i in zip(out_shape, inferred)):
+        raise Unsupported(f"output_shape {out_shape} smaller than the unpooled shape {inferred}")
+    zero = b.constant(np.zeros((), type_to_numpy(ty.get_element_type())), ty.get_element_type())
+    vars_ = axis_vars(len(inferred))
+    zeros = b.reshape(b.einsum([zero], [[]], vars_, tensor_type(inferred, x)), [math.prod(inferred)])
+    n = math.prod(shape)
+    unpooled = b.reshape(b.insert(ScatterOp(zeros, b.reshape(positions, [n]), b.reshape(x, [n]))).results[0], inferred)
+    if inferred == out_shape:
+        return [unpooled]
+    high = [o - i for o, i in zip(out_shape, inferred)]
+    return [b.insert(PadOp(unpooled, [0] * len(high), high, ty)).results[0]]
+
+
 LOWERINGS: dict[str, Lowering] = {
     **{op: _activation(row) for op, row in ACTIVATIONS.items()},
     "Gelu": lower_gelu,
@@ -1160,6 +1405,10 @@ LOWERINGS: dict[str, Lowering] = {
     "RMSNormalization": lower_rms_norm,
     "LpNormalization": lower_lp_norm,
     "LRN": lower_lrn,
+    "GridSample": lower_grid_sample,
+    "AffineGrid": lower_affine_grid,
+    "RoiAlign": lower_roi_align,
+    "MaxUnpool": lower_max_unpool,
     **{op: lower_recurrent for op in RECURRENCES},
     "DFT": lower_dft,
     "STFT": lower_stft,

@@ -43,7 +43,7 @@ from xdsl.ir import SSAValue
 from einc.backends.llvm.ukernels.pool import BODY, add_pool
 from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
 from einc.ir import mapexpr
-from einc.ir.ein import REDUCTIONS, EinsumOp, GroupOp
+from einc.ir.ein import REDUCTIONS, ConstantOp, EinsumOp, GroupOp, ReshapeOp
 from einc.ir.indexexpr import IndexExpr
 
 if TYPE_CHECKING:
@@ -116,6 +116,17 @@ def _access(space: RowSpace, names: dict[str, str], exprs: list, shape: tuple[in
     return {"arg": arg, "row": row, "col": pattern}
 
 
+def _scalar_constant(value: SSAValue) -> float | None:
+    """The value of a one-element f32 `ein.constant` (a scale, an exponent), else None."""
+    owner = value.owner
+    while isinstance(owner, ReshapeOp):
+        owner = owner.source.owner
+    if not isinstance(owner, ConstantOp) or math.prod(value.type.get_shape()) != 1:  # type: ignore[attr-defined]
+        return None
+    data = owner.value.get_values()
+    return float(data[0]) if len(data) == 1 and math.isfinite(float(data[0])) else None
+
+
 def plan_spec(group: GroupOp) -> dict[str, Any] | None:
     """The kernel spec of a rows group, or None if the rows kernel does not fit it."""
     found = _space(group)
@@ -138,7 +149,13 @@ def plan_spec(group: GroupOp) -> dict[str, Any] | None:
     steps: list[dict[str, Any]] = []
     for op in ops:
         refs: list[list[Any]] = []
+        subst: list[mapexpr.Expr] = []
         for value, exprs in zip(op.inputs, op.input_exprs):
+            known = _scalar_constant(group.inputs[args.index(value)]) if value in args else None
+            if known is not None:  # a literal in the map: pow($0, 3.0) becomes multiplications
+                subst.append(mapexpr.Const(known))
+                continue
+            subst.append(mapexpr.Input(len(refs)))
             if value in index:
                 refs.append(["v", index[value]])
                 continue
@@ -149,7 +166,7 @@ def plan_spec(group: GroupOp) -> dict[str, Any] | None:
         full = space.full(op.output)
         stream = full or op.reduce_op is not None
         steps.append({
-            "map": mapexpr.render(op.map_expr), "args": refs, "reduce": op.reduce_op, "full": full,
+            "map": mapexpr.render(mapexpr.substitute(op.map_expr, subst)), "args": refs, "reduce": op.reduce_op, "full": full,
             "pass": space.passes[op] if stream else space.ready[op.output], "store": [],
         })
     for n, value in enumerate(yielded):

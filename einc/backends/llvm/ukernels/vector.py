@@ -78,6 +78,8 @@ class VectorEmitter:
                 return inputs[index]
             case mapexpr.Const(value):
                 return self.const(value)
+            case mapexpr.Call("pow", (base, mapexpr.Const(n))) if float(n).is_integer() and 1 <= n <= 16:
+                return self.power(self.expr(base, inputs, cache), int(n))
             case mapexpr.Call(fn, args):
                 if fn in ("not", "and", "or", "select"):
                     conds = [self.expr(a, inputs, cache) for a in args]
@@ -95,6 +97,18 @@ class VectorEmitter:
         if fn in _SPECIAL:
             return _SPECIAL[fn](self, *values)
         return self.intrinsic(_INTRINSIC.get(fn, fn), values)
+
+    def power(self, x: ir.Value, n: int) -> ir.Value:
+        """x^n for a literal integer n by squaring (GELU's x^3): LLVM scalarises `pow` into libm calls."""
+        result: ir.Value | None = None
+        while n:
+            if n & 1:
+                result = x if result is None else self.b.fmul(result, x)
+            n >>= 1
+            if n:
+                x = self.b.fmul(x, x)
+        assert result is not None
+        return result
 
     # -- transcendental functions ----------------------------------------------
 
