@@ -19,7 +19,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from einc.diagnostics import EincError
-from einc.passes.onnx_to_ein import attention, control, loss, math, nn, quant, reduce, tensor
+from einc.passes.onnx_to_ein import attention, control, loss, math, nn, quant, recurrent, reduce, tensor
 from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported
 
 FAMILIES: dict[str, dict[str, Lowering]] = {
@@ -31,6 +31,7 @@ FAMILIES: dict[str, dict[str, Lowering]] = {
     "control": control.LOWERINGS,
     "attention": attention.LOWERINGS,
     "loss": loss.LOWERINGS,
+    "recurrent": recurrent.LOWERINGS,
 }
 """The lowering table of each op family, one module each."""
 
