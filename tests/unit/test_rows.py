@@ -163,7 +163,7 @@ def test_gelu_tanh_chain_is_one_kernel_with_pow_as_multiplications(rng):
     from xdsl.dialects import func
 
     x = (rng.standard_normal((3, 16, 100)) * 2).astype(np.float32)
-    c = lambda v: np.array(v, np.float32)  # noqa: E731
+    c = lambda v: np.array(v, np.float32)
     inits = {"half": c(0.5), "three": c(3.0), "k": c(0.044715), "s": c(np.sqrt(2 / np.pi)), "one": c(1.0)}
     nodes = [
         helper.make_node("Mul", ["x", "half"], ["a"]), helper.make_node("Pow", ["x", "three"], ["b"]),
