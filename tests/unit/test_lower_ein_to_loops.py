@@ -183,3 +183,23 @@ def test_bool_reductions_start_from_their_identities():
       func.return %0, %1 : tensor<2xi1>, tensor<2xi1>
     }"""
     compile_and_compare(text, x)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize("elem", ["f32", "i32"])
+def test_scatter_along_a_middle_axis(reduction: str, elem: str):
+    """Duplicate and negative indices along axis 1; updates apply in order (none: the last wins)."""
+    dtype = {"f32": np.float32, "i32": np.int32}[elem]
+    data = (RNG.standard_normal((2, 5, 3)) * 4).astype(dtype)
+    updates = (RNG.standard_normal((2, 2, 2, 3)) * 4).astype(dtype)
+    indices = np.array([[1, -1], [4, 1]], np.int64)
+    suffix = "" if reduction == "none" else f" reduce {reduction}"
+    compile_and_compare(
+        f"""
+        func.func @main(%d: tensor<2x5x3x{elem}>, %i: tensor<2x2xi64>, %u: tensor<2x2x2x3x{elem}>) -> tensor<2x5x3x{elem}> {{
+          %0 = ein.scatter %u into %d[%i] axis 1{suffix} : (tensor<2x5x3x{elem}>, tensor<2x2xi64>, tensor<2x2x2x3x{elem}>) -> tensor<2x5x3x{elem}>
+          func.return %0 : tensor<2x5x3x{elem}>
+        }}
+        """,
+        data, indices, updates,
+    )
