@@ -33,7 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from onnx import TensorProto
-from xdsl.dialects.builtin import AnyFloat, Float32Type, Float64Type, IntegerType, TensorType, i64
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    Float32Type,
+    Float64Type,
+    IntegerType,
+    TensorType,
+    i64,
+)
 from xdsl.ir import Attribute, SSAValue
 
 from einc.ir.dtypes import onnx_to_type, type_to_numpy
@@ -118,24 +125,36 @@ def _cache(
 # -- the bias: mask, causal and window frontiers, padding ------------------------------
 
 
+_BIAS_DIMS = ["b", "h", "p", "m"]
+"""The bias's dimensions: batch, query head, query, key (right-aligned, as numpy)."""
+
+
 @dataclass
 class Bias:
-    """The additive bias over [b, h, p, m] (right-aligned, broadcast dims of size 1)."""
+    """The additive bias of the scores over the last dims of [b, h, p, m]; dims of
+    size 1 broadcast."""
 
     value: SSAValue
     may_mask_rows: bool
     """Whether some query row may have no key (then Y's row is 0 by the spec)."""
 
-    def index(self, heads: Heads, sizes: dict[str, int], drop_keys: bool = False) -> list[str]:
-        """The bias's index list in the variables of the scores (b, g, r, p, m)."""
+    @property
+    def dims(self) -> list[str]:
+        return _BIAS_DIMS[4 - len(shape_of(self.value)):]
+
+    def index(self, heads: Heads, keys: bool = True) -> list[str]:
+        """How the scores' einsums (variables b, g, r, p, m) read the bias, or with
+        `keys` False its max over the keys."""
+        return [
+            "0" if size == 1 else heads.query_head if dim == "h" else dim
+            for dim, size in zip(self.dims, shape_of(self.value))
+            if keys or dim != "m"
+        ]
+
+    def empty_rows(self, b: CascadeBuilder) -> SSAValue:
+        """The max of the bias over the keys: -inf on rows without a key."""
         shape = shape_of(self.value)
-        dims = ["b", "h", "p", "m"][4 - len(shape):]
-        exprs = []
-        for dim, size in zip(dims, shape):
-            if drop_keys and dim == "m":
-                continue
-            exprs.append("0" if size == 1 else heads.query_head if dim == "h" else dim)
-        return exprs
+        return b.einsum([self.value], [self.dims], self.dims[:-1], tensor_type(shape[:-1], self.value), reduce="max")
 
 
 @dataclass
@@ -179,82 +198,80 @@ def _all(conds: Sequence[str]) -> str:
 
 
 def _bias(
-    b: CascadeBuilder,
-    node: Node,
-    frontier: Frontier,
-    sizes: dict[str, int],
-    past: int,
-    elem: Attribute,
+    b: CascadeBuilder, node: Node, frontier: Frontier, sizes: dict[str, int], past: int, elem: Attribute
 ) -> Bias | None:
-    """The bias of the scores as one einsum (or the float mask itself), or None."""
+    """The bias of the scores: one einsum `select(allowed, mask or 0, -inf)` over
+    the mask, iotas of key and query positions and nonpad_kv_seqlen (a float
+    mask alone is its own bias), or None without mask, frontier or padding.
+
+    The frontier's offset is the past length, or per batch nonpad_kv_seqlen[b]
+    minus the queries for an external cache (bottom-right alignment, the spec's
+    errata of onnx 1.23)."""
     mask, nonpad = node.input(3), node.input(6)
     queries, keys = sizes["p"], sizes["m"]
-    parts: list[tuple[int, ...]] = [(keys,)]
+    full = [sizes["b"], sizes["h"], queries, keys]
+    parts: list[Sequence[int]] = []
     inputs: list[SSAValue] = []
-    exprs: list[str] = []  # each input's name in the map
     conds: list[str] = []
     value = "0.0"
     if mask is not None:
         mshape = shape_of(mask)
-        if not 1 <= len(mshape) <= 4 or mshape[-1] > keys:
-            raise Unsupported(f"attn_mask of shape {list(mshape)} does not fit {keys} keys")
-        boolean = isinstance(_elem(mask), IntegerType) and _elem(mask).width.data == 1
+        boolean = _elem(mask) == IntegerType(1)
         if not boolean and not isinstance(_elem(mask), AnyFloat):
             raise Unsupported("attn_mask must be bool or float")
+        if not 1 <= len(mshape) <= 4 or mshape[-1] > keys:
+            raise Unsupported(f"attn_mask of shape {list(mshape)} does not fit {keys} keys")
         if 1 < mshape[-1] < keys:  # a shorter mask: keys past its end are masked out
             low = [0] * len(mshape)
             mask = _pad(b, mask, low, [*low[:-1], keys - mshape[-1]], 0.0 if boolean else -math.inf)
-            mshape = shape_of(mask)
-        parts.append(mshape)
+        conds += [f"${len(inputs)}"] if boolean else []
+        value = "0.0" if boolean else f"${len(inputs)}"
         inputs.append(mask)
-        if boolean:
-            conds.append(f"${len(exprs)}")
-        else:
-            value = f"${len(exprs)}"
-        exprs.append("mask")
-    offset: int | None = past
+        parts.append(shape_of(mask))
     if nonpad is not None:
-        offset = None  # per batch: nonpad_kv_seqlen[b] - queries
-        parts.append((sizes["b"], 1, 1, keys))
+        parts.append([sizes["b"], 1, 1, keys])
     if frontier.active:
-        parts.append((sizes["b"], 1, queries, keys) if offset is None else (queries, keys))
-    if not inputs and not parts[1:]:
+        parts.append([sizes["b"], 1, queries, keys] if nonpad is not None else [queries, keys])
+    if not parts:
         return None
-    if value != "0.0" and len(parts) == 2 and parts[1][-1] == keys:
-        return Bias(inputs[0], True)  # a float mask alone is the bias
-    shape = tuple(np.broadcast_shapes(*parts))
-    if len(shape) > 4 or any(s not in (1, t) for s, t in zip(shape[::-1], [keys, queries, sizes["h"], sizes["b"]])):
-        raise Unsupported(f"attn_mask does not broadcast to {[sizes['b'], sizes['h'], queries, keys]}")
-    dims = ["b", "h", "p", "m"][4 - len(shape):]
+    shape = list(np.broadcast_shapes(*parts, (keys,)))
+    if len(shape) > 4 or any(s not in (1, n) for s, n in zip(shape[::-1], full[::-1])):
+        raise Unsupported(f"attn_mask does not broadcast to {full}")
+    if not conds and value != "0.0" and not frontier.active and nonpad is None and shape[-1] == keys:
+        return Bias(inputs[0], True)
+    dims = _BIAS_DIMS[4 - len(shape):]
     indices = [broadcast_indices(shape_of(v), dims, shape) for v in inputs]
-    key = f"${len(inputs)}"
-    inputs.append(b.constant(np.arange(keys), i64))
-    indices.append(["m"])
+
+    def add(value: SSAValue, index: list[str]) -> str:
+        inputs.append(value)
+        indices.append(index)
+        return f"${len(inputs) - 1}"
+
+    if nonpad is not None or frontier.active:
+        key = add(b.constant(np.arange(keys), i64), ["m"])
     if nonpad is not None:
-        n = f"${len(inputs)}"
-        inputs.append(nonpad)
-        indices.append(["b"])
-        conds.append(f"lt({key}, {n})")
-    if frontier.active:
-        query = f"${len(inputs)}"
-        inputs.append(b.constant(np.arange(queries), i64))
-        indices.append(["p"])
-        position = f"{query} + {n} - {queries}" if offset is None else f"{query} + {offset}" if offset else query
-        conds += frontier.conditions(position, key)
+        length = add(nonpad, ["b"])
+        conds.append(f"lt({key}, {length})")
     rows = mask is not None or nonpad is not None
-    if frontier.active and offset is not None:
-        rows = rows or frontier.empty_rows(queries, keys, offset)
-    bias = b.einsum(inputs, indices, dims, _typed(elem, shape), f"select({_all(conds)}, {value}, -inf)")
+    if frontier.active:
+        query = add(b.constant(np.arange(queries), i64), ["p"])
+        position = f"{query} + {length} - {queries}" if nonpad is not None else f"{query} + {past}" if past else query
+        conds += frontier.conditions(position, key)
+        rows = rows or (nonpad is None and frontier.empty_rows(queries, keys, past))
+    bias = b.einsum(inputs, indices, dims, TensorType(elem, shape), f"select({_all(conds)}, {value}, -inf)")
     return Bias(bias, rows)
 
 
 # -- Attention ------------------------------------------------------------------------
 
 
+_ZERO_EMPTY = "select(eq($1, -inf), 0.0, $0)"
+"""Zero where the bias's row max ($1) says the row has no key."""
+
 SOFTMAX_PRECISIONS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
 
-def _heads(node: Node, q: SSAValue, k: SSAValue) -> Heads:
+def _heads(node: Node, q: SSAValue, k: SSAValue, v: SSAValue) -> Heads:
     if len(shape_of(q)) == 4:
         if node.attr("q_num_heads") is not None and node.opset >= 25:
             raise Unsupported("q_num_heads and kv_num_heads are for 3-D inputs only")
@@ -263,7 +280,7 @@ def _heads(node: Node, q: SSAValue, k: SSAValue) -> Heads:
         heads = Heads(node.int_attr("q_num_heads", 0), node.int_attr("kv_num_heads", 0))
         if heads.q <= 0 or heads.kv <= 0:
             raise Unsupported("3-D inputs need q_num_heads and kv_num_heads")
-        if shape_of(q)[2] % heads.q or shape_of(k)[2] % heads.kv:
+        if shape_of(q)[2] % heads.q or shape_of(k)[2] % heads.kv or shape_of(v)[2] % heads.kv:
             raise Unsupported("the hidden size is not a multiple of the number of heads")
     if heads.q % heads.kv:
         raise Unsupported(f"{heads.q} query heads do not group over {heads.kv} key/value heads")
@@ -271,7 +288,12 @@ def _heads(node: Node, q: SSAValue, k: SSAValue) -> Heads:
 
 
 def lower_attention(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """Scaled dot-product attention as the canonical cascade (module docstring)."""
+    """Scaled dot-product attention as the canonical cascade (module docstring).
+
+    Types follow the reference: QK and PV accumulate in f32 (f64 for f64 inputs or
+    a double softmax_precision); scores and exponentials are in softmax_precision
+    (default: T1), their sums in f32, and the probabilities in T1.
+    """
     q, k, v = (_input(node, n) for n in range(3))
     past_k, past_v, nonpad = node.input(4), node.input(5), node.input(6)
     rank = len(shape_of(q))
@@ -281,100 +303,75 @@ def lower_attention(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         raise Unsupported("past_key and past_value go together")
     if nonpad is not None and past_k is not None:
         raise Unsupported("nonpad_kv_seqlen cannot be combined with a past cache")
-    heads = _heads(node, q, k)
+    mode = node.int_attr("qk_matmul_output_mode", 0)
+    if mode not in range(4):
+        raise Unsupported(f"qk_matmul_output_mode {mode} is not one of 0-3")
+    heads = _heads(node, q, k, v)
     present = _used(node, 1) or _used(node, 2)
     qv, q_index = _query(b, q, heads)
     kv, k_index, present_k = _cache(b, k, past_k, heads, "e", present)
     vv, v_index, present_v = _cache(b, v, past_v, heads, "f", present)
-    batch, dim = shape_of(qv)[0], shape_of(qv)[-1]
-    queries = shape_of(q)[2] if rank == 4 else shape_of(q)[1]
-    keys = shape_of(kv)[k_index.index("m")]
-    if shape_of(kv)[-1] != dim:
-        raise Unsupported(f"Q and K have different head sizes ({dim} and {shape_of(kv)[-1]})")
-    sizes = {"b": batch, "h": heads.q, "p": queries, "m": keys}
+    ext = {**dict(zip(k_index, shape_of(kv))), **dict(zip(v_index, shape_of(vv))), **dict(zip(q_index, shape_of(qv)))}
+    if dict(zip(k_index, shape_of(kv)))["e"] != ext["e"]:
+        raise Unsupported(f"Q and K have different head sizes ({ext['e']} and {shape_of(kv)[-1]})")
+    sizes = {"b": ext["b"], "h": heads.q, "p": ext["p"], "m": ext["m"]}
 
     t1 = _elem(q)
     precision = node.int_attr("softmax_precision", 0)
     if precision and precision not in SOFTMAX_PRECISIONS:
         raise Unsupported(f"softmax_precision {precision} is not a float type")
     soft = onnx_to_type(precision) if precision else t1
-    wide = Float64Type() if isinstance(t1, Float64Type) or isinstance(soft, Float64Type) else Float32Type()
-    scale = node.float_attr("scale", 1.0 / math.sqrt(dim))
+    wide = Float64Type() if Float64Type() in (t1, soft) else Float32Type()
     # Q and K are each scaled by sqrt(scale) rounded to T1 (the spec's function body)
-    root = float(np.asarray(math.sqrt(scale)).astype(type_to_numpy(t1)))
-    scale = root * root
+    root = float(np.asarray(math.sqrt(node.float_attr("scale", 1.0 / math.sqrt(ext["e"])))).astype(type_to_numpy(t1)))
+    scaled = f"$0 * {_lit(root * root)}" if root != 1.0 else "$0"
     softcap = node.float_attr("softcap", 0.0)
-    frontier = Frontier(bool(node.int_attr("is_causal", 0)), node.int_attr("left_window_size", -1),
-                        node.int_attr("right_window_size", -1))
+    capped = f"tanh({scaled} / {_lit(softcap)}) * {_lit(softcap)}" if softcap > 0 else scaled
+    frontier = Frontier(
+        bool(node.int_attr("is_causal", 0)), node.int_attr("left_window_size", -1), node.int_attr("right_window_size", -1)
+    )
 
     s_vars = ["b", *heads.vars, "p", "m"]
-    s_shape = [batch, *heads.shape, queries, keys]
-    qk = b.einsum([qv, kv], [q_index, k_index], s_vars, _typed(wide, s_shape), "$0 * $1", "add")
-    scaled = f"$0 * {_lit(scale)}" if scale != 1.0 else "$0"
-    capped = f"tanh({scaled} / {_lit(softcap)}) * {_lit(softcap)}" if softcap > 0 else scaled
-    bias = _bias(b, node, frontier, sizes, shape_of(past_k)[2] if past_k is not None else 0, soft)
-    if bias is None:
-        scores = b.einsum([qk], [s_vars], s_vars, _typed(soft, s_shape), capped) if capped != "$0" or soft != wide else qk
-    else:
-        scores = b.einsum(
-            [qk, bias.value], [s_vars, bias.index(heads, sizes)], s_vars, _typed(soft, s_shape), f"{capped} + $1"
-        )
+    s_shape = [ext[d] for d in s_vars]
     stats_vars, stats_shape = s_vars[:-1], s_shape[:-1]
+    qk = b.einsum([qv, kv], [q_index, k_index], s_vars, _typed(wide, s_shape), "$0 * $1", "add")
+    bias = _bias(b, node, frontier, sizes, shape_of(past_k)[2] if past_k is not None else 0, soft)
+    if bias is not None:
+        scores = b.einsum([qk, bias.value], [s_vars, bias.index(heads)], s_vars, _typed(soft, s_shape), f"{capped} + $1")
+    elif capped != "$0" or soft != wide:
+        scores = b.einsum([qk], [s_vars], s_vars, _typed(soft, s_shape), capped)
+    else:
+        scores = qk
     gm = b.einsum([scores], [s_vars], stats_vars, _typed(soft, stats_shape), reduce="max")
     sn = b.einsum([scores, gm], [s_vars, stats_vars], s_vars, _typed(soft, s_shape), "exp($0 - $1)")
-    sd = b.einsum([sn], [s_vars], stats_vars, _typed(soft, stats_shape), reduce="add")
+    # f16/bf16 exponentials are summed and divided in f32, as numpy does in the reference
+    sd = b.einsum([sn], [s_vars], stats_vars, _typed(wide, stats_shape), reduce="add")
     probs = b.einsum([sn, sd], [s_vars, stats_vars], s_vars, _typed(t1, s_shape), "$0 / $1")
-
-    values = shape_of(vv)[-1]
     y_vars = ["b", *heads.vars, "p", "f"] if rank == 4 else ["b", "p", *heads.vars, "f"]
-    y_shape = [{"b": batch, "p": queries, "f": values, **dict(zip(heads.vars, heads.shape))}[d] for d in y_vars]
-    y = b.einsum([probs, vv], [s_vars, v_index], y_vars, _typed(wide, y_shape), "$0 * $1", "add")
-    empty = None
-    if bias is not None and bias.may_mask_rows:
-        empty = b.einsum([bias.value], [["b", "h", "p", "m"][4 - len(shape_of(bias.value)):]],
-                         ["b", "h", "p", "m"][4 - len(shape_of(bias.value)):-1],
-                         _typed(soft, shape_of(bias.value)[:-1]), reduce="max")
-        y = b.einsum([y, empty], [y_vars, bias.index(heads, sizes, drop_keys=True)], y_vars,
-                     _typed(t1, y_shape), "select(eq($1, -inf), 0.0, $0)")
-    elif wide != t1:
-        y = b.einsum([y], [y_vars], y_vars, _typed(t1, y_shape))
-    outputs: list[SSAValue | None] = [b.reshape(y, node.result_types[0].get_shape())]
+    y = b.einsum([probs, vv], [s_vars, v_index], y_vars, _typed(wide, [ext[d] for d in y_vars]), "$0 * $1", "add")
+
+    empty = bias.empty_rows(b) if bias is not None and bias.may_mask_rows else None
+
+    def finish(value: SSAValue, vars_: list[str], keyless_zero: bool = True) -> SSAValue:
+        """`value` in T1, with 0 on query rows that have no key if `keyless_zero`."""
+        ty = _typed(t1, shape_of(value))
+        if keyless_zero and bias is not None and empty is not None:
+            return b.einsum([value, empty], [vars_, bias.index(heads, keys=False)], vars_, ty, _ZERO_EMPTY)
+        return value if _elem(value) == t1 else b.einsum([value], [vars_], vars_, ty)
+
+    outputs: list[SSAValue | None] = [b.reshape(finish(y, y_vars), node.result_types[0].get_shape())]
     if len(node.result_types) > 1:
         outputs += [present_k, present_v]
     if _used(node, 3):
-        outputs.append(b.reshape(_qk_output(b, node, qk, scores, probs, empty, bias, heads, sizes, s_vars, t1,
-                                            [scaled, capped]), node.result_types[3].get_shape()))
+        # spec and onnxruntime: mode 0 is QK before softcap (onnx's reference caps it)
+        qk_out = {
+            0: lambda: b.einsum([qk], [s_vars], s_vars, _typed(t1, s_shape), scaled),
+            1: lambda: b.einsum([qk], [s_vars], s_vars, _typed(t1, s_shape), capped),
+            2: lambda: finish(scores, s_vars, keyless_zero=False),
+            3: lambda: finish(probs, s_vars),
+        }[mode]()
+        outputs.append(b.reshape(qk_out, node.result_types[3].get_shape()))
     return _results(outputs)
-
-
-def _qk_output(
-    b: CascadeBuilder,
-    node: Node,
-    qk: SSAValue,
-    scores: SSAValue,
-    probs: SSAValue,
-    empty: SSAValue | None,
-    bias: Bias | None,
-    heads: Heads,
-    sizes: dict[str, int],
-    s_vars: list[str],
-    t1: Attribute,
-    maps: list[str],
-) -> SSAValue:
-    """The 4th output by qk_matmul_output_mode: 0 the scaled QK, 1 after softcap,
-    2 with the bias too, 3 the probabilities (0 on rows without keys)."""
-    mode = node.int_attr("qk_matmul_output_mode", 0)
-    ty = _typed(t1, shape_of(qk))
-    if mode in (0, 1):
-        return b.einsum([qk], [s_vars], s_vars, ty, maps[mode])
-    if mode == 2:
-        return scores if _elem(scores) == t1 else b.einsum([scores], [s_vars], s_vars, ty)
-    if mode == 3:
-        if empty is None or bias is None:
-            return probs
-        return b.einsum([probs, empty], [s_vars, bias.index(heads, sizes, drop_keys=True)], s_vars, ty,
-                        "select(eq($1, -inf), 0.0, $0)")
-    raise Unsupported(f"qk_matmul_output_mode {mode} is not one of 0-3")
 
 
 # -- RotaryEmbedding ------------------------------------------------------------------
