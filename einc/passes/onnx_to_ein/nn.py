@@ -23,7 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, Float64Type, StringAttr, TensorType, i64
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    Float64Type,
+    StringAttr,
+    TensorType,
+    i64,
+)
 from xdsl.ir import SSAValue
 
 from einc.ir.dtypes import numpy_to_type, type_to_numpy
@@ -1314,7 +1321,7 @@ def lower_roi_align(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         raise Unsupported(f"mode '{mode}' with coordinate_transformation_mode '{transform}'")
     scale, offset = node.float_attr("spatial_scale", 1.0), 0.5 if transform == "half_pixel" else 0.0
     ty = node.result_types[0]
-    n_rois, channels, pooled_h, pooled_w = ty.get_shape()
+    n_rois, _, pooled_h, pooled_w = ty.get_shape()
     height, width = shape_of(x)[2:]
     tables = []
     for column, pooled, size in ((1, pooled_h, height), (0, pooled_w, width)):

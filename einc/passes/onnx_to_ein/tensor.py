@@ -36,7 +36,14 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import SSAValue
 
 from einc.ir.dtypes import numpy_to_type, type_to_numpy
-from einc.ir.ein import SCATTER_REDUCTIONS, ConcatOp, ConstantOp, GatherOp, PadOp, ScatterOp
+from einc.ir.ein import (
+    SCATTER_REDUCTIONS,
+    ConcatOp,
+    ConstantOp,
+    GatherOp,
+    PadOp,
+    ScatterOp,
+)
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.onnx_to_ein.common import (
     CascadeBuilder,
