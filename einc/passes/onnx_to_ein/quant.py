@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from xdsl.dialects.builtin import IntegerType, TensorType, i32
+from xdsl.dialects.builtin import (
+    Float4E2M1FNType,
+    Float8E4M3FNType,
+    Float8E4M3FNUZType,
+    Float8E5M2FNUZType,
+    Float8E5M2Type,
+    IntegerType,
+    TensorType,
+    i32,
+)
 from xdsl.ir import Attribute, SSAValue
 
-from einc.ir.dtypes import type_to_numpy
+from einc.ir.dtypes import value_range
 from einc.ir.ein import PadOp
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.onnx_to_ein.common import (
@@ -35,10 +43,18 @@ from einc.passes.onnx_to_ein.common import (
 from einc.passes.onnx_to_ein.math import convert, matmul_indices
 
 
+SATURATING: frozenset[Attribute] = frozenset(
+    {Float8E4M3FNType(), Float8E4M3FNUZType(), Float8E5M2Type(), Float8E5M2FNUZType()}
+)
+"""Float formats that Cast and QuantizeLinear clamp to their largest finite value when
+`saturate` is 1 (the default); without it, stores round past it to inf or NaN."""
+
+
 def saturate(expr: str, elem: Attribute) -> str:
-    """`expr` clamped to the range of integer type `elem`."""
-    info = np.iinfo(type_to_numpy(elem))
-    return f"min(max({expr}, {float(info.min)!r}), {float(info.max)!r})"
+    """`expr` clamped to the finite range of `elem`, an integer or a float8 type
+    (NaN stays NaN: the map's min and max propagate it)."""
+    low, high = value_range(elem)
+    return f"min(max({expr}, {low!r}), {high!r})"
 
 
 def param_indices(param: SSAValue, out_vars: list[str], axis: int | None) -> list[str]:
@@ -63,20 +79,28 @@ def _quant_params(node: Node, x: SSAValue) -> tuple[list[str], int | None]:
 
 
 def lower_quantize_linear(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """y = saturate(round(x / scale) + zero_point), round half to even."""
+    """y = saturate(round(x / scale) + zero_point), round half to even. Float8
+    results are `x / scale` (the zero point is 0 by the spec), clamped when
+    `saturate` is 1 and rounded by the store; float4 ones `x / scale + zero_point`
+    (the store saturates: the format has no inf or NaN)."""
     x, scale, zp = node.input(0), node.input(1), node.input(2)
     assert x is not None and scale is not None
     vars_, axis = _quant_params(node, x)
     result_type = node.result_types[0]
     elem = result_type.get_element_type()
-    if not isinstance(elem, IntegerType):
-        raise Unsupported(f"quantising to {elem}")
     inputs, indices, expr = [x, scale], [vars_, param_indices(scale, vars_, axis)], "round($0 / $1)"
+    if elem in SATURATING:
+        expr = saturate("$0 / $1", elem) if node.int_attr("saturate", 1) else "$0 / $1"
+        return [b.einsum(inputs, indices, vars_, result_type, expr)]
+    if elem == Float4E2M1FNType():
+        expr = "$0 / $1"
+    elif not isinstance(elem, IntegerType):
+        raise Unsupported(f"quantising to {elem}")
     if zp is not None:
         inputs.append(zp)
         indices.append(param_indices(zp, vars_, axis))
         expr += " + $2"
-    return [b.einsum(inputs, indices, vars_, result_type, saturate(expr, elem))]
+    return [b.einsum(inputs, indices, vars_, result_type, saturate(expr, elem) if isinstance(elem, IntegerType) else expr)]
 
 
 def lower_dequantize_linear(b: CascadeBuilder, node: Node) -> list[SSAValue]:

@@ -27,6 +27,7 @@ import numpy as np
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
+    Float8E8M0FNUType,
     FloatAttr,
     IntegerAttr,
     IntegerType,
@@ -55,6 +56,7 @@ from einc.passes.onnx_to_ein.common import (
     shape_of,
     tensor_type,
 )
+from einc.passes.onnx_to_ein.quant import SATURATING, saturate
 
 # -- shared pieces ----------------------------------------------------------------------------
 
@@ -199,15 +201,20 @@ def lower_cast(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     """Cast and CastLike: the identity map into the result's element type.
 
     Floats become integers by truncation, anything becomes a bool by `!= 0`
-    and bools become 1 or 0, as in ONNX. (Float 8, 4 and 2-bit and string
-    types are refused at import.)
+    and bools become 1 or 0, as in ONNX. Bit formats round to nearest even
+    when stored (4- and 2-bit integers wrap); float8 results are clamped to
+    their finite range first unless `saturate` is 0. E8M0 stores round up and
+    saturate, its only mode here. (String types are refused at import.)
     """
     x = _input(node, 0)
     ty = node.result_types[0]
     if x.type == ty:
         return [x]
+    elem, saturating = ty.get_element_type(), node.int_attr("saturate", 1)
+    if elem == Float8E8M0FNUType() and (not saturating or node.string_attr("round_mode", "up") != "up"):
+        raise Unsupported("casting to FLOAT8E8M0 other than rounding up with saturation")
     vars_ = axis_vars(len(shape_of(x)))
-    return [b.einsum([x], [vars_], vars_, ty)]
+    return [b.einsum([x], [vars_], vars_, ty, saturate("$0", elem) if saturating and elem in SATURATING else "$0")]
 
 
 def lower_constant(b: CascadeBuilder, node: Node) -> list[SSAValue]:
