@@ -38,7 +38,13 @@ from collections.abc import Sequence
 from xdsl.dialects.builtin import Float32Type, TensorType
 from xdsl.ir import Attribute, SSAValue
 
-from einc.passes.onnx_to_ein.common import CascadeBuilder, Lowering, Node, Unsupported, shape_of
+from einc.passes.onnx_to_ein.common import (
+    CascadeBuilder,
+    Lowering,
+    Node,
+    Unsupported,
+    shape_of,
+)
 from einc.passes.onnx_to_ein.nn import _concat, _input, _pad
 from einc.passes.onnx_to_ein.tensor import _empty, _iota
 
