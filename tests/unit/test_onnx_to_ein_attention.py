@@ -155,3 +155,96 @@ def test_rotary_embedding(rng, inputs, attrs):
     feeds = inputs(rng)
     model = _model("RotaryEmbedding", feeds, None, 1, 23, **attrs)
     check_lowering(model, feeds, RTOL, ATOL, reference=ort_run)
+
+
+LOW_PRECISION = [
+    case("fp16-gqa-past-mask", qkv(q=(2, 6, 4, 8), **_PAST, attn_mask=lambda r: _f(r, 4, 11)), outputs=3),
+    case("fp16-causal-nonpad-decode", qkv(q=(2, 4, 1, 8), k=(2, 2, 8, 8), v=(2, 2, 8, 8),
+                                          nonpad_kv_seqlen=lambda r: np.array([5, 8], np.int64)),
+         opset=24, is_causal=1),
+    case("fp16-softmax-precision-float", qkv(attn_mask=lambda r: _mask(r, 4, 6)), opset=24, outputs=(0, 3),
+         softmax_precision=1, qk_matmul_output_mode=3),
+]
+
+
+@pytest.mark.parametrize("inputs,opset,outputs,names,reference,attrs", LOW_PRECISION)
+def test_attention_fp16(rng, inputs, opset, outputs, names, reference, attrs):
+    """f16 against onnx's reference, which rounds Q and K to f16 after scaling
+    them by sqrt(scale); einc scales the f32 products instead (one rounding
+    fewer), so scores differ by about an f16 ulp and outputs by a few (atol)."""
+
+    def half(r):
+        return {n: a.astype(np.float16) if a.dtype == np.float32 else a for n, a in inputs(r).items()}
+
+    _run(rng, half, opset, outputs, names, "onnx", attrs, rtol=1e-3, atol=4e-3)
+
+
+def test_bool_mask_shorter_than_the_keys(rng):
+    """A mask for the first keys only (external cache): the keys after it are masked out."""
+    inputs = qkv(attn_mask=lambda r: _mask(r, 2, 1, 4, 4), nonpad_kv_seqlen=lambda r: np.array([4, 6], np.int64))
+    _run(rng, inputs, 24, 1, None, "onnx", {"is_causal": 1})
+
+
+def _einsums(model: onnx.ModelProto) -> list[EinsumOp]:
+    imported = import_model(model)
+    Pipeline("onnx-to-ein", verify_each=True).apply(imported.module)
+    return [op for op in imported.module.walk() if isinstance(op, EinsumOp)]
+
+
+def test_attention_is_the_canonical_softmax_cascade(rng):
+    """QK, score map, max, exp, sum, divide, PV: what defer-division, fuse and the
+    pass-count analysis look for; grouped heads are an index (h = g * 2 + r) on
+    the mask, never a repeat of K and V."""
+    feeds = qkv(q=(1, 4, 16, 8), k=(1, 2, 16, 8), v=(1, 2, 16, 8), attn_mask=lambda r: _f(r, 1, 4, 16, 16))(rng)
+    model = _model("Attention", feeds, None, 1, 23)
+    einsums = _einsums(model)
+    assert [(op.reduce_op, op.map.data) for op in einsums] == [
+        ("add", "$0 * $1"),
+        (None, f"$0 * {float(np.float32(8 ** -0.25)) ** 2!r} + $1"),  # sqrt(scale) in f32, squared
+        ("max", "$0"),
+        (None, "exp($0 - $1)"),
+        ("add", "$0"),
+        (None, "$0 / $1"),
+        ("add", "$0 * $1"),
+        ("max", "$0"),  # the mask's row max: rows without a key give 0
+        (None, "select(eq($1, -inf), 0.0, $0)"),
+    ]
+    assert [str(e) for e in einsums[1].input_exprs[1]] == ["0", "g * 2 + r", "p", "m"]
+    assert [str(e) for e in einsums[0].input_exprs[1]] == ["b", "g", "m", "e"]
+
+
+def test_attention_is_three_passes_and_two_after_defer_division(rng):
+    feeds = qkv(q=(1, 4, 64, 16), k=(1, 2, 64, 16), v=(1, 2, 64, 16))(rng)
+    for attrs in ({}, {"is_causal": 1}, {"softcap": 5.0}):
+        module = import_model(_model("Attention", feeds, None, 1, 23, **attrs)).module
+        Pipeline("onnx-to-ein").apply(module)
+        assert max(c.pass_count for c in cascades(next(iter(module.ops)))) == 3
+        Pipeline("defer-division").apply(module)
+        assert max(c.pass_count for c in cascades(next(iter(module.ops)))) == 2
+
+
+@pytest.mark.parametrize(
+    "op,feeds,attrs,message",
+    [
+        ("Attention", qkv(), {"qk_matmul_output_mode": 4}, "qk_matmul_output_mode 4 is not one of 0-3"),
+        ("Attention", qkv(q=(1, 3, 4, 8), k=(1, 2, 4, 8), v=(1, 2, 4, 8)), {}, "3 query heads do not group over 2"),
+        ("RotaryEmbedding", lambda r: {"X": _f(r, 2, 1, 3, 8), "cos_cache": _f(r, 2, 3, 1), "sin_cache": _f(r, 2, 3, 1)},
+         {"rotary_embedding_dim": 3}, "rotary_embedding_dim 3 does not fit head size 8"),
+    ],
+    ids=["attention-qk-mode", "attention-heads-not-grouped", "rotary-odd-dim"],
+)
+def test_unsupported_names_node_and_reason(rng, op, feeds, attrs, message):
+    from einc.diagnostics import EincError
+
+    values = feeds(rng)
+    graph = helper.make_graph(
+        [helper.make_node(op, list(values), ["y"], name="the_node", **attrs)],
+        "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in values.items()],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=IR_VERSION)
+    with pytest.raises(EincError) as err:
+        imported = import_model(model)
+        Pipeline("onnx-to-ein").apply(imported.module)
+    assert "the_node" in str(err.value) and op in str(err.value) and message in str(err.value)

@@ -291,8 +291,8 @@ def lower_attention(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     """Scaled dot-product attention as the canonical cascade (module docstring).
 
     Types follow the reference: QK and PV accumulate in f32 (f64 for f64 inputs or
-    a double softmax_precision); scores and exponentials are in softmax_precision
-    (default: T1), their sums in f32, and the probabilities in T1.
+    a double softmax_precision); scores are in T1, the softmax in softmax_precision
+    (default: T1) except that its sums are f32, and the probabilities in T1.
     """
     q, k, v = (_input(node, n) for n in range(3))
     past_k, past_v, nonpad = node.input(4), node.input(5), node.input(6)
@@ -337,9 +337,9 @@ def lower_attention(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     qk = b.einsum([qv, kv], [q_index, k_index], s_vars, _typed(wide, s_shape), "$0 * $1", "add")
     bias = _bias(b, node, frontier, sizes, shape_of(past_k)[2] if past_k is not None else 0, soft)
     if bias is not None:
-        scores = b.einsum([qk, bias.value], [s_vars, bias.index(heads)], s_vars, _typed(soft, s_shape), f"{capped} + $1")
-    elif capped != "$0" or soft != wide:
-        scores = b.einsum([qk], [s_vars], s_vars, _typed(soft, s_shape), capped)
+        scores = b.einsum([qk, bias.value], [s_vars, bias.index(heads)], s_vars, _typed(t1, s_shape), f"{capped} + $1")
+    elif capped != "$0" or t1 != wide:
+        scores = b.einsum([qk], [s_vars], s_vars, _typed(t1, s_shape), capped)
     else:
         scores = qk
     gm = b.einsum([scores], [s_vars], stats_vars, _typed(soft, stats_shape), reduce="max")
