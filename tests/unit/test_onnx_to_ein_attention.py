@@ -248,3 +248,15 @@ def test_unsupported_names_node_and_reason(rng, op, feeds, attrs, message):
         imported = import_model(model)
         Pipeline("onnx-to-ein").apply(imported.module)
     assert "the_node" in str(err.value) and op in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"is_causal": 1}], ids=["gqa", "gqa-causal"])
+def test_triton_takes_the_attention_template(rng, attrs):
+    """The cascade is what the Triton target's one-pass attention kernel matches
+    (compiling to source needs neither torch nor triton)."""
+    from einc.backends.triton.target import compile_for_triton
+
+    feeds = qkv(q=(1, 4, 32, 16), k=(1, 2, 32, 16), v=(1, 2, 32, 16))(rng)
+    source = compile_for_triton(import_model(_model("Attention", feeds, None, 1, 23, **attrs))).source
+    assert "one pass over 32 keys" in source and "m_new" in source
+    assert ("causal (keys <= query + 0)" in source) == bool(attrs)
