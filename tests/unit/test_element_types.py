@@ -133,3 +133,116 @@ def test_int_formats_load_sign_extended_and_store_wrapped(onnx_type):
     for got in _both(_cast(T.INT32, onnx_type, [len(wide)]), {"x": wide}):
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, wide.astype(dtype))  # the low bits, as an int8 store keeps
+
+
+def _reference(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return ReferenceEvaluator(model).run(None, feeds)[0]
+
+
+def _close(have: np.ndarray, want: np.ndarray, rtol: float = 0.0) -> None:
+    assert have.dtype == want.dtype and have.shape == want.shape
+    np.testing.assert_allclose(have.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("onnx_type", [T.FLOAT8E4M3FN, T.FLOAT8E4M3FNUZ, T.FLOAT8E5M2, T.FLOAT8E5M2FNUZ], ids=lambda t: NAMES[t])
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_cast_to_float8_saturates_as_asked(onnx_type, saturate):
+    """Cast's `saturate`: clamp to the largest finite (inf included) or overflow to
+    inf/NaN; exact against the onnx reference evaluator (onnxruntime agrees where it runs)."""
+    big = float(ml_dtypes.finfo(FLOAT_FORMATS[onnx_type]).max)
+    x = np.array([0.3, -1.7, big, big * 1.05, -big * 3, np.inf, -np.inf, np.nan, 1e-9, -0.0], np.float32)
+    model = _cast(T.FLOAT, onnx_type, [len(x)], saturate=saturate)
+    want = _reference(model, {"x": x})
+    for got in _both(model, {"x": x}):
+        _same(got, want)
+
+
+def test_cast_folds_bit_format_constants():
+    """A constant cast to bf16 at compile time keeps -inf (it once went through int64)."""
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array([-np.inf, 1.5, 3e38], np.float32))),
+        helper.make_node("CastLike", ["c", "x"], ["y"]),
+    ]
+    model = _model(nodes, [("x", T.BFLOAT16, [2])], [("y", T.BFLOAT16)], opset=21)
+    got = einc.compile(model).run({"x": np.zeros(2, ml_dtypes.bfloat16)})["y"]
+    _same(got, np.array([-np.inf, 1.5, 3e38], np.float32).astype(ml_dtypes.bfloat16))
+
+
+QUANT_TYPES = [T.INT4, T.UINT4, T.INT2, T.UINT2, T.FLOAT8E4M3FN, T.FLOAT8E5M2, T.FLOAT4E2M1]
+
+
+@pytest.mark.parametrize("onnx_type", QUANT_TYPES, ids=lambda t: NAMES[t])
+def test_quantize_dequantize_linear(onnx_type):
+    """QuantizeLinear into the format (round, clamp; floats clamp and round on store)
+    and DequantizeLinear back, per axis; exact against the onnx reference evaluator."""
+    dtype = np.dtype({**FLOAT_FORMATS, **INT_FORMATS}[onnx_type])
+    x = (np.random.default_rng(3).standard_normal((3, 8)) * 6).astype(np.float32)
+    x[0, :3] = [1e6, -1e6, 2.5]
+    scale = np.array([0.5, 1.0, 2.0], np.float32)
+    zp = np.array([1, 0, 1] if onnx_type in INT_FORMATS else [0, 0, 0]).astype(dtype)
+    params = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zp, "z")]
+    quantize = _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0)],
+                      [("x", T.FLOAT, [3, 8])], [("y", onnx_type)], initializers=params)
+    q = _reference(quantize, {"x": x})
+    for got in _both(quantize, {"x": x}):
+        _same(got, q)
+    dequantize = _model([helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=0)],
+                        [("x", onnx_type, [3, 8])], [("y", T.FLOAT)], initializers=params)
+    want = _reference(dequantize, {"x": q})
+    for got in _both(dequantize, {"x": q}):
+        _close(got, want)
+
+
+def test_int4_round_trip_matches_onnxruntime():
+    """QuantizeLinear to int4 and back inside one model (onnxruntime hands no int4
+    arrays to numpy): its float result, exactly."""
+    x = (np.random.default_rng(4).standard_normal((4, 5)) * 9).astype(np.float32)
+    params = [numpy_helper.from_array(np.array(0.75, np.float32), "s"), numpy_helper.from_array(np.array(-2, ml_dtypes.int4), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    model = _model(nodes, [("x", T.FLOAT, [4, 5])], [("y", T.FLOAT)], opset=21, initializers=params)
+    want = ort_run(model, {"x": x})["y"]
+    for got in _both(model, {"x": x}):
+        _close(got, want)
+
+
+@pytest.mark.parametrize("onnx_type", [T.BFLOAT16, T.FLOAT8E4M3FN, T.FLOAT8E5M2FNUZ, T.INT4, T.UINT2], ids=lambda t: NAMES[t])
+def test_data_movement_keeps_bits(onnx_type):
+    """Transpose, Concat, Gather and Pad move elements of bit formats unchanged."""
+    dtype = np.dtype({**FLOAT_FORMATS, **INT_FORMATS}[onnx_type])
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 1 << (8 * dtype.itemsize), (3, 4)).astype(np.uint16 if dtype.itemsize == 2 else np.uint8)
+    if onnx_type in INT_FORMATS:
+        x &= (1 << ml_dtypes.iinfo(dtype).bits) - 1
+    x = x.view(dtype)
+    x[np.isnan(x.astype(np.float32))] = 0  # NaN payloads need not survive: keep the check exact
+    pads = numpy_helper.from_array(np.array([1, 0, 0, 2], np.int64), "p")
+    idx = numpy_helper.from_array(np.array([2, 0], np.int64), "i")
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+        helper.make_node("Gather", ["t", "i"], ["g"], axis=1),
+        helper.make_node("Pad", ["x", "p"], ["q"]),
+        helper.make_node("Flatten", ["q"], ["f"], axis=0),
+        helper.make_node("Flatten", ["g"], ["h"], axis=0),
+        helper.make_node("Concat", ["f", "h"], ["y"], axis=1),
+    ]
+    model = _model(nodes, [("x", onnx_type, [3, 4])], [("y", onnx_type)], initializers=[pads, idx])
+    want = _reference(model, {"x": x})
+    for got in _both(model, {"x": x}):
+        _same(got, want)
+
+
+def test_bf16_arithmetic_computes_in_f32():
+    """bf16 maps compute in f32 and round once, exactly as the reference does; a
+    reduction (MatMul) accumulates in its bf16 output, so it is only close."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((4, 6)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((6, 3)).astype(ml_dtypes.bfloat16)
+    c = rng.standard_normal((4, 3)).astype(ml_dtypes.bfloat16)
+    nodes = [helper.make_node("Mul", ["c", "c"], ["y"]), helper.make_node("MatMul", ["a", "b"], ["m"])]
+    model = _model(nodes, [("a", T.BFLOAT16, [4, 6]), ("b", T.BFLOAT16, [6, 3]), ("c", T.BFLOAT16, [4, 3])],
+                   [("y", T.BFLOAT16), ("m", T.BFLOAT16)], opset=21)
+    feeds = {"a": a, "b": b, "c": c}
+    want_y, want_m = ReferenceEvaluator(model).run(None, feeds)
+    compiled = einc.compile(model).run(feeds)
+    _same(compiled["y"], want_y)
+    np.testing.assert_allclose(compiled["m"].astype(np.float32), want_m.astype(np.float32), rtol=2**-6, atol=2**-6)

@@ -26,7 +26,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from einc.ir import mapexpr
-from einc.ir.dtypes import type_to_numpy
+from einc.ir.dtypes import compute_dtype, type_to_numpy
 from einc.ir.ein import ConstantOp, EinsumOp, ReshapeOp
 from einc.ir.indexexpr import IndexExpr
 from einc.ir.interpret import EVALUATORS, evaluate_op
@@ -155,6 +155,7 @@ def constant_value(op: ConstantOp) -> np.ndarray:
 
 
 def dense_attr(array: np.ndarray, ty: TensorType) -> DenseIntOrFPElementsAttr:
+    array = array.astype(compute_dtype(array.dtype))  # bit formats (kind 'V') as float32 or int32
     values = array.astype(np.float64 if array.dtype.kind == "f" else np.int64).flatten().tolist()
     return DenseIntOrFPElementsAttr.from_list(ty, values)
 
