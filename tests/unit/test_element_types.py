@@ -246,3 +246,11 @@ def test_bf16_arithmetic_computes_in_f32():
     compiled = einc.compile(model).run(feeds)
     _same(compiled["y"], want_y)
     np.testing.assert_allclose(compiled["m"].astype(np.float32), want_m.astype(np.float32), rtol=2**-6, atol=2**-6)
+
+
+def test_triton_refuses_formats_it_has_no_type_for():
+    from einc.diagnostics import EincError
+
+    model = _cast(T.FLOAT, T.FLOAT8E4M3FN, [4])
+    with pytest.raises(EincError, match="element type float8_e4m3fn has no Triton type"):
+        einc.compile(model, target="triton", cache=False)

@@ -21,6 +21,7 @@ import ml_dtypes
 import numpy as np
 from xdsl.ir import SSAValue
 
+from einc.diagnostics import EincError
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp
 from einc.ir.indexexpr import IndexExpr
@@ -40,7 +41,8 @@ TL_TYPES: dict[np.dtype, str] = {
     np.dtype(np.uint64): "tl.uint64",
     np.dtype(np.bool_): "tl.int1",
 }
-"""Storage dtype -> Triton element type of its pointers."""
+"""Storage dtype -> Triton element type of its pointers. The other bit formats
+(float8, float4, 4- and 2-bit integers) have none here: `compute_type` refuses them."""
 
 FLOATS = ("tl.float64", "tl.float32", "tl.float16", "tl.bfloat16")
 BOOL = "tl.int1"
@@ -48,7 +50,10 @@ BOOL = "tl.int1"
 
 def compute_type(dtype: np.dtype) -> str:
     """The type elements of `dtype` are computed in: 16-bit floats widen to fp32."""
-    ty = TL_TYPES[np.dtype(dtype)]
+    ty = TL_TYPES.get(np.dtype(dtype))
+    if ty is None:
+        raise EincError(f"the triton target cannot emit this: element type {np.dtype(dtype).name} has no Triton "
+                        "type here (float8, float4, 4- and 2-bit integers compile for the CPU target)")
     return "tl.float32" if ty in ("tl.float16", "tl.bfloat16") else ty
 
 

@@ -28,7 +28,7 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 import einc
-from einc.backends.triton.emitter import View, has_triton_form
+from einc.backends.triton.emitter import View, compute_type, has_triton_form
 from einc.backends.triton.kernels import (
     Kernel,
     NoMatch,
@@ -148,6 +148,7 @@ class Program:
     # -- buffers ---------------------------------------------------------------------
 
     def _buffer(self, name: str, role: str, dtype: np.dtype, size: int, source: str, value: np.ndarray | None = None) -> Buffer:
+        compute_type(dtype)  # refuses element types Triton has none for, naming them
         name = _identifier(name)
         base, n = name, 1
         while name in self.buffers:
