@@ -517,6 +517,82 @@ class ScatterOp(IRDLOperation):
 
 
 @irdl_op_definition
+class TopKOp(IRDLOperation):
+    """The positions of the k largest (or smallest) elements along `axis`, best first.
+
+    Equal elements keep their order (the lower position first), as ONNX TopK says.
+    The result is the input's shape with k along the axis, in i64; the values are a
+    gather by these positions. A selection is no einsum: it is a data-dependent
+    order, hence an op (short axes lower to a rank-counting einsum instead).
+
+        %i = ein.topk %x k 3 axis 1 largest : tensor<4x9xf32> -> tensor<4x3xi64>
+    """
+
+    name = "ein.topk"
+    source = operand_def(TensorType)
+    result = result_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    largest = prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+
+    def __init__(self, source: SSAValue, k: int, axis: int, largest: bool = True):
+        shape = list(source.type.get_shape())  # type: ignore[attr-defined]
+        shape[axis] = k
+        super().__init__(
+            operands=[source],
+            result_types=[TensorType(i64, shape)],
+            properties={"axis": IntegerAttr(axis, i64), "largest": IntegerAttr(int(largest), i64)},
+        )
+
+    @property
+    def k(self) -> int:
+        return self.result.type.get_shape()[self.axis.value.data]  # type: ignore[attr-defined]
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.source)
+        order = "largest" if self.largest.value.data else "smallest"
+        printer.print_string(f" k {self.k} axis {self.axis.value.data} {order}")
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.source.type)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> TopKOp:
+        source = parser.parse_unresolved_operand()
+        parser.parse_keyword("k")
+        k = parser.parse_integer(allow_boolean=False)
+        parser.parse_keyword("axis")
+        axis = parser.parse_integer(allow_boolean=False)
+        largest = parser.parse_optional_keyword("largest") is not None
+        if not largest:
+            parser.parse_keyword("smallest")
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        src_type = parser.parse_type()
+        parser.parse_punctuation("->")
+        result_type = parser.parse_type()
+        op = cls(parser.resolve_operand(source, src_type), k, axis, largest)
+        if op.result.type != result_type:
+            parser.raise_error(f"ein.topk result must be {op.result.type}")
+        op.attributes.update(attrs)
+        return op
+
+    def verify_(self) -> None:
+        shape = list(self.source.type.get_shape())  # type: ignore[attr-defined]
+        axis = self.axis.value.data
+        if not 0 <= axis < len(shape):
+            raise VerifyException(f"topk axis {axis} is out of range for rank {len(shape)}")
+        out = list(self.result.type.get_shape())  # type: ignore[attr-defined]
+        if self.result.type.get_element_type() != i64 or len(out) != len(shape) or not 0 <= out[axis] <= shape[axis]:  # type: ignore[attr-defined]
+            raise VerifyException(f"topk result must be i64 with the input's shape and at most {shape[axis] if shape else 0} along the axis")
+        if out[:axis] + out[axis + 1 :] != shape[:axis] + shape[axis + 1 :]:
+            raise VerifyException("topk result must keep the input's other dimensions")
+
+
+@irdl_op_definition
 class ConcatOp(IRDLOperation):
     """Inputs joined along `axis`: each is copied into its slice of the result."""
 
@@ -872,6 +948,6 @@ def inline_group(group: GroupOp) -> None:
 
 Ein = Dialect(
     "ein",
-    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ScatterOp, ConcatOp, PadOp, GroupOp, YieldOp, IfOp],
+    [EinsumOp, WeightOp, ConstantOp, ReshapeOp, GatherOp, ScatterOp, TopKOp, ConcatOp, PadOp, GroupOp, YieldOp, IfOp],
     [],
 )

@@ -25,6 +25,7 @@ from einc.ir.ein import (
     PadOp,
     ReshapeOp,
     ScatterOp,
+    TopKOp,
     WeightOp,
     YieldOp,
 )
@@ -96,6 +97,18 @@ def scatter(op: ScatterOp, data: np.ndarray, indices: np.ndarray, updates: np.nd
     return out
 
 
+def top_k(op: TopKOp, x: np.ndarray) -> np.ndarray:
+    """Positions of the k best along the axis: a stable sort (equal elements by position)."""
+    axis = op.axis.value.data
+    x = np.moveaxis(x, axis, -1)
+    position = np.broadcast_to(np.arange(x.shape[-1]), x.shape)
+    if op.largest.value.data:  # descending, ties by ascending position: ascending with ties by descending, reversed
+        order = np.lexsort((-position, x), axis=-1)[..., ::-1]
+    else:
+        order = np.lexsort((position, x), axis=-1)
+    return np.moveaxis(order[..., : op.k].astype(np.int64), -1, axis)
+
+
 def _constant(op: ConstantOp) -> np.ndarray:
     ty = op.result.type
     dtype = type_to_numpy(ty.get_element_type())  # type: ignore[attr-defined]
@@ -107,6 +120,7 @@ EVALUATORS: dict[type[Operation], Callable[..., np.ndarray]] = {
     ReshapeOp: lambda op, x: x.reshape(op.result.type.get_shape()),
     GatherOp: gather,
     ScatterOp: scatter,
+    TopKOp: top_k,
     ConcatOp: lambda op, *xs: np.concatenate(xs, axis=op.axis.value.data),
     PadOp: pad,
     ConstantOp: _constant,

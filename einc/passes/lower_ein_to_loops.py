@@ -17,7 +17,8 @@ loop order puts the index that is contiguous in the output innermost when some
 input is contiguous along it too (matmul runs m, k, n), else the reduction.
 Gather, concat and pad are loops over their output (or input) with computed
 source indices; scatter copies its data, then loops over its updates and stores
-each at its computed place.
+each at its computed place; topk inserts each element of a row into
+its k result slots.
 
 Scalars are computed in a *compute type* per storage type: bools are stored as
 bytes and computed as i1, unsigned integers widen to a signed type, 16-bit
@@ -75,6 +76,7 @@ from einc.ir.ein import (
     PadOp,
     ReshapeOp,
     ScatterOp,
+    TopKOp,
     WeightOp,
     YieldOp,
     inline_group,
@@ -611,6 +613,54 @@ class _FunctionLowering:
 
         e.loops(names, extents, body)
 
+    def lower_top_k(self, e: _Emitter, op: TopKOp) -> None:
+        """Per row, insertion into the k result slots: each element i (in order) that
+        beats the last slot's goes through the slots from the last, where slot p takes
+        slot p-1's position if i beats that, else i if i beats slot p's, else keeps
+        its own (selects, no branches). A slot p >= i is still empty and beaten by
+        anything; a later equal element never beats an earlier one, so ties stay in
+        position order. At most O(n k) per row, about n compares on most data."""
+        src, out = self.buffers[op.source], self.buffers[op.result]
+        axis, k = op.axis.value.data, op.k
+        n = src.shape[axis]
+        names, extents = _vars(out.shape)
+        extents.update({"i": n, "q": k})
+        beats = mapexpr.Call("gt" if op.largest.value.data else "lt", (mapexpr.Input(0), mapexpr.Input(1)))
+        elem = compute_type(src.elem)
+
+        def at(ivs: dict[str, SSAValue], buf: Buffer, position: SSAValue) -> SSAValue:
+            return e.offset_of(buf, [ivs[v] for v in names[:axis]] + [position] + [ivs[v] for v in names[axis + 1 :]])
+
+        def wins(ivs: dict[str, SSAValue], value: SSAValue, slot: SSAValue) -> tuple[SSAValue, SSAValue]:
+            """(position held by `slot`, whether element i beats it)."""
+            held = e.load(out, at(ivs, out, slot))
+            other = e.load(src, at(ivs, src, e.clamp(e.emit(arith.IndexCastOp(held, IndexType())), 0, n - 1)))
+            empty = e.emit(arith.CmpiOp(slot, ivs["i"], "sge"))
+            return held, e.emit(arith.OrIOp(empty, e.convert(e.scalar_expr(beats, [value, other], elem), i1)))
+
+        def insert(ivs: dict[str, SSAValue], value: SSAValue) -> None:
+            slot = e.emit(arith.SubiOp(e.index(k - 1), ivs["q"]))
+            held, beats_held = wins(ivs, value, slot)
+            previous, beats_previous = wins(ivs, value, e.emit(arith.MaxSIOp(e.emit(arith.SubiOp(slot, e.index(1))), e.index(0))))
+            has_previous = e.emit(arith.CmpiOp(slot, e.index(0), "sgt"))
+            shift = e.emit(arith.AndIOp(has_previous, beats_previous))
+            mine = e.emit(arith.IndexCastOp(ivs["i"], i64))
+            kept = e.emit(arith.SelectOp(beats_held, mine, held))
+            e.store(e.emit(arith.SelectOp(shift, previous, kept)), out, at(ivs, out, slot))
+
+        def element(ivs: dict[str, SSAValue]) -> None:
+            """Only an element that beats the last slot moves anything: the rest cost one compare."""
+            value = e.load(src, at(ivs, src, ivs["i"]))
+            _, beats_last = wins(ivs, value, e.index(k - 1))
+            outer, e.block = e.block, Block()
+            e.loops(["q"], extents, lambda inner: insert({**ivs, **inner}, value))
+            e.emit(scf.YieldOp())
+            then, e.block = e.block, outer
+            e.emit(scf.IfOp(beats_last, [], Region(then), Region(Block([scf.YieldOp()]))))
+
+        rows = names[:axis] + names[axis + 1 :]
+        e.loops([*rows, "i"], extents, element)
+
     def lower_concat(self, e: _Emitter, op: ConcatOp) -> None:
         out = self.buffers[op.result]
         axis = op.axis.value.data
@@ -731,6 +781,7 @@ _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operati
     EinsumOp: _FunctionLowering.lower_einsum,  # type: ignore[dict-item]
     GatherOp: _FunctionLowering.lower_gather,  # type: ignore[dict-item]
     ScatterOp: _FunctionLowering.lower_scatter,  # type: ignore[dict-item]
+    TopKOp: _FunctionLowering.lower_top_k,  # type: ignore[dict-item]
     ConcatOp: _FunctionLowering.lower_concat,  # type: ignore[dict-item]
     PadOp: _FunctionLowering.lower_pad,  # type: ignore[dict-item]
     GroupOp: lambda self, e, op: _group_kernel(op).lower(self, e, op),  # type: ignore[union-attr]

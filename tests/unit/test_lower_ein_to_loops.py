@@ -203,3 +203,19 @@ def test_scatter_along_a_middle_axis(reduction: str, elem: str):
         """,
         data, indices, updates,
     )
+
+
+@pytest.mark.parametrize("order", ["largest", "smallest"])
+@pytest.mark.parametrize("elem", ["f32", "i32"])
+def test_topk_selects_with_ties_in_position_order(order: str, elem: str):
+    dtype = {"f32": np.float32, "i32": np.int32}[elem]
+    x = RNG.integers(-3, 4, (2, 40, 3)).astype(dtype)  # many ties
+    compile_and_compare(
+        f"""
+        func.func @main(%x: tensor<2x40x3x{elem}>) -> tensor<2x6x3xi64> {{
+          %0 = ein.topk %x k 6 axis 1 {order} : tensor<2x40x3x{elem}> -> tensor<2x6x3xi64>
+          func.return %0 : tensor<2x6x3xi64>
+        }}
+        """,
+        x,
+    )

@@ -671,3 +671,32 @@ def test_seeded_training_dropout_draws_onnx_reference_mask(inputs, outputs):
     for got_i, got_c, want in zip(run_function(main, list(feeds.values()), imported.weights), compiled.values(), expected):
         assert_same(got_i, want, "Dropout")
         assert_same(got_c, want, "Dropout")
+
+
+LONG = tensor.TOPK_RANK_LIMIT + 44
+"""An axis past the rank-counting limit: TopK becomes `ein.topk` and a gather."""
+
+TOPK_LONG_CASES = [
+    Case("topk-long-axis", "TopK", [In(f32(2, LONG)), K(i64(7))], {}, 11, outputs=2),
+    Case("topk-long-axis0-smallest", "TopK", [In(f32(LONG, 3)), K(i64(5))], {"axis": 0, "largest": 0}, 11, outputs=2),
+    Case("topk-long-ties-ints", "TopK", [In(ints(2, LONG, 2, low=-3, high=3, dtype=np.int32)), K(i64(40))],
+         {"axis": 1}, 11, outputs=2),
+    Case("topk-long-all-equal-smallest", "TopK", [In(np.zeros((1, LONG), np.float32)), K(i64(9))], {"largest": 0}, 11,
+         outputs=2),
+    Case("topk-long-with-infinities", "TopK", [In(np.concatenate([f32(1, LONG - 2), np.array([[np.inf, -np.inf]], np.float32)], 1)),
+                                               K(i64(LONG))], {}, 11, outputs=2),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in TOPK_LONG_CASES])
+def test_topk_long_axis_lowering_matches_onnxruntime(case: Case):
+    test_lowering_matches_onnxruntime(case)
+
+
+def test_topk_on_a_long_axis_is_ein_topk_and_a_gather_of_the_values():
+    from einc.ir.ein import TopKOp
+
+    ops = _ops(Case("t", "TopK", [In(f32(2, LONG)), K(i64(7))], {"largest": 0}, 11, outputs=2))
+    (select,) = [op for op in ops if isinstance(op, TopKOp)]
+    assert select.k == 7 and not select.largest.value.data
+    assert [op.name for op in ops].count("ein.gather") == 1

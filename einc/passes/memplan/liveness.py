@@ -26,10 +26,10 @@ from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Operation, SSAValue
 
 from einc.ir.dtypes import type_to_numpy
-from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, PadOp, ReshapeOp, ScatterOp, WeightOp
+from einc.ir.ein import ConcatOp, ConstantOp, EinsumOp, GatherOp, GroupOp, PadOp, ReshapeOp, ScatterOp, TopKOp, WeightOp
 from einc.passes.memplan.algorithms import Buffer, align
 
-PRODUCERS: tuple[type[Operation], ...] = (EinsumOp, GatherOp, ScatterOp, ConcatOp, PadOp, GroupOp)
+PRODUCERS: tuple[type[Operation], ...] = (EinsumOp, GatherOp, ScatterOp, TopKOp, ConcatOp, PadOp, GroupOp)
 """Ops whose results get arena buffers. A fused group is one step whose results get
 buffers; values inside it never do. Any other op (control flow) is a step too,
 reading what its regions read; its results get buffers of their own outside the

@@ -118,3 +118,11 @@ func.func @scatter_reduction(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<
   %0 = ein.scatter %u into %x[%i] axis 0 reduce sum : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
   func.return %0 : tensor<5x3xf32>
 }
+
+// -----
+
+func.func @topk_too_many(%x: tensor<4x9xf32>) -> tensor<4x10xi64> {
+  // expected-error @+1 {{topk result must be i64 with the input's shape and at most 9 along the axis}}
+  %0 = ein.topk %x k 10 axis 1 largest : tensor<4x9xf32> -> tensor<4x10xi64>
+  func.return %0 : tensor<4x10xi64>
+}

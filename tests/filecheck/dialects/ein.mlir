@@ -96,3 +96,10 @@ func.func @scatter(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<2x3xf32>) 
   %1 = ein.scatter %u into %0[%i] axis 0 reduce max : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
   func.return %0, %1 : tensor<5x3xf32>, tensor<5x3xf32>
 }
+
+// CHECK-LABEL: func.func @topk
+func.func @topk(%x: tensor<4x9xf32>) -> tensor<4x3xi64> {
+  // CHECK: ein.topk %{{.*}} k 3 axis 1 smallest : tensor<4x9xf32> -> tensor<4x3xi64>
+  %0 = ein.topk %x k 3 axis 1 smallest : tensor<4x9xf32> -> tensor<4x3xi64>
+  func.return %0 : tensor<4x3xi64>
+}
