@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import einc
+from einc.diagnostics import EincError
 from einc.frontend.onnx import import_model
 from einc.passes import Pipeline
 from tests.unit.test_onnx_to_ein_math import check_lowering, node_model
@@ -122,3 +124,10 @@ def test_pick_is_one_einsum_without_gather(rng):
     maps = [op.map.data for op in ops if op.name == "ein.einsum"]
     assert "select(eq($0, $1), -($2 * $3), 0)" in maps
     assert "exp($0 - $1)" in maps  # the log-softmax is max-subtracted
+
+
+@pytest.mark.parametrize("op", ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"])
+def test_unknown_reduction_is_reported(rng, op):
+    model = node_model(op, _feeds(rng, (3, 4)), reduction="median")
+    with pytest.raises(EincError, match=f"node '{op.lower()}_node' \\({op}\\): reduction 'median' is not one of"):
+        einc.compile(model)
