@@ -418,7 +418,11 @@ def bench_models(b: Bench) -> None:
 
             model = b.compile(result, onnx.load_from_string(buffer.getvalue()))
             got = b.first_run(result, model, inputs)["y"]
+            again = model.run(inputs)["y"]  # later runs launch through the bound table
+            b.compare(result, again, want, 3e-2)
+            first_error = result.error
             b.compare(result, got, want, 3e-2)
+            result.error = max(result.error, first_error)
             result.einc_ms = b.time_ms(lambda: model.run(inputs))
             with torch.no_grad():
                 result.reference_ms["torch eager"] = b.time_ms(eager)
@@ -433,7 +437,7 @@ def bench_models(b: Bench) -> None:
             result.ratio = result.reference["torch eager"] / result.einc_ms
             kernels = len(model.manifest["kernels"])
             launches = model.source.split("def launch")[1].count("](")
-            result.notes = f"{launches} launches of {kernels} kernels"
+            result.notes = f"{launches} launches of {kernels} kernels" + (f" (not bound: {model.unbound})" if model.unbound else "")
             if "einc graph" in result.reference_ms:
                 graph = result.reference_ms["einc graph"]
                 result.notes += (f"; from a CUDA graph {result.reference_ms['torch eager'] / graph:.2f}x eager, "

@@ -10,6 +10,12 @@ they are (no copy); numpy arrays are moved to the device (on the CPU, under
 `TRITON_INTERPRET=1`, `torch.from_numpy` shares their memory). Outputs come back
 as torch tensors if any input was one, else as numpy arrays.
 
+On a GPU the first run goes through `launch`, which compiles and autotunes each
+kernel; each launch is then bound to its compiled kernel, grid and device
+pointers (`_bind`), and later runs call Triton's C launcher straight from that
+table: a launch then costs a few microseconds of Python instead of Triton's
+argument binding, cache lookup and autotuner dispatch.
+
 torch and triton are imported on first use, so an artifact can be compiled and
 saved on a machine that has neither.
 """
@@ -22,6 +28,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -97,6 +104,10 @@ class TritonModel:
         self.outputs: list[dict[str, Any]] = manifest["outputs"]
         self._weights_bytes = weights
         self._ready = False
+        self._bound: list[_Bound] | None = None
+        self.unbound = ""
+        """Why launches are not bound (after a first run), if they are not."""
+        """Each launch bound to its compiled kernel, grid and arguments after the first run ([]: not possible)."""
 
     def _setup(self) -> None:
         torch = _import_torch()
@@ -131,23 +142,46 @@ class TritonModel:
                 f"unexpected {[n for n in feeds if n not in names]}; the model takes {names}"
             )
         as_torch = any(isinstance(v, torch.Tensor) for v in feeds.values())
-        buffers = dict(self._buffers)
+        slots: dict[str, Any] = {}
         keep = []
         for spec in self.inputs:
             tensor = self._to_device(spec, feeds[spec["name"]])
             keep.append(tensor)
             slot = self._slots.get(("input", spec["name"]))
             if slot is not None:
-                buffers[slot] = tensor
+                slots[slot] = tensor
         results: dict[str, Any] = {}
         for spec in self.outputs:
             out = torch.empty(spec["shape"], dtype=_torch_dtype(torch, spec["dtype"]), device=self.device)
             results[spec["name"]] = out
-            buffers[self._slots[("output", spec["name"])]] = out
-        self._module.launch(buffers)
+            slots[self._slots[("output", spec["name"])]] = out
+        if not (self._bound and self._launch_bound(slots)):
+            launched = self._module.launch({**self._buffers, **slots})
+            if self._bound is None:
+                self._bound = _bind(self, launched)
         if as_torch:
             return results
         return {name: _to_numpy(torch, t) for name, t in results.items()}
+
+    def _launch_bound(self, slots: dict[str, Any]) -> bool:
+        """Launch every kernel through Triton's C launcher with its bound arguments; False (and
+        nothing launched) where an input is not 16-byte aligned as the compiled kernels assume."""
+        if not self._bound:
+            return False
+        pointers = {name: t.data_ptr() for name, t in slots.items()}
+        if any(p % 16 for p in pointers.values()):
+            return False
+        stream = self._stream(self._device_index)
+        enter, leave = self._hooks.launch_enter_hook, self._hooks.launch_exit_hook
+        for b in self._bound:
+            args = b.args
+            if b.slots:
+                args = list(args)
+                for i, name in b.slots:
+                    args[i] = pointers[name]
+            meta = None if enter is None else b.kernel.launch_metadata(b.grid, stream, *args)
+            b.launcher(*b.grid, stream, b.function, b.metadata, meta, enter, leave, *args)
+        return True
 
     def _to_device(self, spec: dict[str, Any], value: Any) -> Any:
         torch = self._torch
@@ -216,6 +250,74 @@ class TritonModel:
         path = root / f"{stem}.py"
         path.write_text(self.source)
         return path
+
+
+@dataclass
+class _Bound:
+    """One launch, bound once: the compiled kernel, its launcher, function and metadata, its grid,
+    and its arguments (device pointers, then constexprs), inputs and outputs left as `slots`."""
+
+    kernel: Any
+    launcher: Any
+    function: Any
+    metadata: Any
+    grid: tuple[int, int, int]
+    args: tuple[Any, ...]
+    slots: list[tuple[int, str]]
+
+
+def _bind(model: TritonModel, launched: Any) -> list[_Bound]:
+    """`_bind_launches`, or no binding (and the reason) where this Triton's objects differ."""
+    try:
+        return _bind_launches(model, launched)
+    except (AttributeError, KeyError, TypeError) as err:
+        return _unbound(model, f"{type(err).__name__}: {err}")
+
+
+def _bind_launches(model: TritonModel, launched: Any) -> list[_Bound]:
+    """Bind each launch of a first run to what it compiled, so later runs skip Triton's
+    per-launch Python (argument binding, cache lookup, autotuner, grid lambda).
+
+    Launch hooks (a profiler's) still see every launch. Empty, with the reason in
+    `model.unbound`, where binding does not apply: the CPU interpreter, an artifact
+    without a launch table, or a Triton whose launches return something else.
+    """
+    try:
+        import triton
+        from triton import knobs
+        from triton.runtime.driver import driver
+    except ImportError as err:
+        return _unbound(model, f"this Triton lacks {err.name}")
+    table = model.manifest.get("launches")
+    if model.device != "cuda":
+        return _unbound(model, "the CPU interpreter")
+    if table is None or not isinstance(launched, list) or len(launched) != len(table):
+        return _unbound(model, "no launch table")
+    fixed = {name: t.data_ptr() for name, t in model._buffers.items()}
+    bound = []
+    for (name, grid_source, args, _warps), compiled in zip(table, launched):
+        missing = [a for a in ("run", "function", "packed_metadata") if not hasattr(compiled, a)]
+        if missing:
+            return _unbound(model, f"launch of {name} returned {type(compiled).__name__} without {missing}")
+        fn = getattr(model._module, name)
+        best = getattr(fn, "best_config", None)  # an autotuner's pick; its `fn` is the JITFunction
+        meta = dict(best.kwargs) if best is not None else {}
+        jit = fn.fn if best is not None else fn
+        grid = eval(grid_source, {"triton": triton})  # the launch's own grid: a tuple or a lambda of meta
+        grid = tuple(grid(meta) if callable(grid) else grid)
+        values = [fixed.get(a, a) for a in args] + [meta[p] for p in jit.arg_names[len(args):]]
+        slots = [(i, v) for i, v in enumerate(values) if isinstance(v, str)]
+        bound.append(_Bound(compiled, compiled.run, compiled.function, compiled.packed_metadata, (*grid, 1, 1)[:3],
+                            tuple(values), slots))
+    model._stream = driver.active.get_current_stream
+    model._device_index = driver.active.get_current_device()
+    model._hooks = knobs.runtime
+    return bound
+
+
+def _unbound(model: TritonModel, reason: str) -> list[_Bound]:
+    model.unbound = reason
+    return []
 
 
 def _to_numpy(torch: Any, tensor: Any) -> np.ndarray:

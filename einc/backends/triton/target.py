@@ -445,15 +445,17 @@ def render(program: Program) -> str:
     for kernel in program.kernels:
         if names[kernel.name] == kernel.name:
             parts.append("\n" + kernel.source)
-    lines = ["", "def launch(buffers):", '    """Run the kernels in order; `buffers` maps each buffer name to its tensor."""']
+    lines = ["", "def launch(buffers):", '    """Run the kernels in order; `buffers` maps each buffer name to its tensor.',
+             "", "    Returns what each launch returns (on a GPU its compiled kernel, which the runtime",
+             '    binds to its arguments once and then launches directly)."""']
     used = list(dict.fromkeys(name for k in program.kernels for name in k.args))
     for name in used:
         lines.append(f'    {name} = buffers["{name}"]')
+    lines.append("    return [")
     for kernel in program.kernels:
         options = f", num_warps={kernel.warps}" if kernel.warps else ""
-        lines.append(f"    {names[kernel.name]}[{kernel.grid}]({', '.join(kernel.args)}{options})")
-    if not program.kernels:
-        lines.append("    pass")
+        lines.append(f"        {names[kernel.name]}[{kernel.grid}]({', '.join(kernel.args)}{options}),")
+    lines.append("    ]")
     parts.append("\n" + "\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -529,6 +531,7 @@ def compile_for_triton(imported, group: str | None = None) -> "TritonModel":  # 
         group_whole(main_function(module), group)
     program = Program(main_function(module), imported.weights, imported.source)
     source = render(program)
+    names = unique_kernels(program)
     arena = program.plan_arena()
     blob = bytearray()
     used = {name for k in program.kernels for name in k.args}
@@ -551,6 +554,7 @@ def compile_for_triton(imported, group: str | None = None) -> "TritonModel":  # 
         ],
         "arena_bytes": arena,
         "kernels": list(dict.fromkeys(unique_kernels(program).values())),
+        "launches": [[names[k.name], k.grid, k.args, k.warps] for k in program.kernels],
     }
     return TritonModel(manifest, source, bytes(blob))
 
