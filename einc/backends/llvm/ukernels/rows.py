@@ -133,6 +133,8 @@ def plan_spec(group: GroupOp) -> dict[str, Any] | None:
     if found is None:
         return None
     ops, space = found
+    if 0 in space.extents.values():
+        return None  # an empty tensor: the loops do nothing, no kernel needed
     args = list(group.body.block.args)
     yielded = list(group.yielded)
     index = {op.output: n for n, op in enumerate(ops)}
@@ -180,6 +182,8 @@ def plan_spec(group: GroupOp) -> dict[str, Any] | None:
         later = any(["v", n] in s["args"] and s["pass"] > step["pass"] for s in steps if s["full"] or s["reduce"])
         step["keep"] = bool(step["full"] and later)
     cols = math.prod(space.extents[d] for d in space.r)
+    if cols < LANES and not any(s["reduce"] for s in steps):
+        return None  # maps over short rows: one loop over the whole tensor vectorises better
     scratch = sum(1 for s in steps if s["keep"] and not any(accesses[a]["col"] == "contiguous" for a in s["store"]))
     if scratch * (cols + LANES) * 4 > SCRATCH_BYTES:
         return None
