@@ -31,7 +31,7 @@ import math
 import numpy as np
 from xdsl.ir import SSAValue
 
-from einc.ir.dtypes import numpy_to_type, type_to_numpy
+from einc.ir.dtypes import type_to_numpy
 from einc.passes.onnx_to_ein.common import (
     CascadeBuilder,
     Lowering,
@@ -46,13 +46,17 @@ from einc.passes.onnx_to_ein.nn import log_softmax_cascade
 REDUCTIONS = ("none", "sum", "mean")
 
 
-def _class_weights(b: CascadeBuilder, node: Node, x: SSAValue, classes: int) -> SSAValue | None:
+def _ignore_index(node: Node) -> int | None:
+    return None if node.attr("ignore_index") is None else node.int_attr("ignore_index", 0)
+
+
+def _class_weights(b: CascadeBuilder, node: Node, x: SSAValue, iota: SSAValue) -> SSAValue | None:
     """W[c]: the `weight` input with a zero at an `ignore_index` in [0, C), or None for all ones.
 
     An ignore_index outside [0, C) needs no zero: no class compares equal to it.
     """
-    weight = node.input(2)
-    ignore = node.int_attr("ignore_index", -1) if node.attr("ignore_index") is not None else None
+    weight, classes = node.input(2), shape_of(iota)[0]
+    ignore = _ignore_index(node)
     inside = ignore is not None and 0 <= ignore < classes
     if weight is None:
         if not inside:
@@ -62,7 +66,6 @@ def _class_weights(b: CascadeBuilder, node: Node, x: SSAValue, classes: int) -> 
         return b.constant(ones, x)
     if not inside:
         return weight
-    iota = b.constant(np.arange(classes, dtype=np.int64), numpy_to_type(np.dtype(np.int64)))
     return b.einsum([iota, weight], [["c"], ["c"]], ["c"], tensor_type([classes], weight), f"select(eq($0, {ignore}), 0, $1)")
 
 
@@ -74,12 +77,11 @@ def nll_cascade(b: CascadeBuilder, node: Node, log_prob: SSAValue, target: SSAVa
     reduction = node.string_attr("reduction", "mean")
     if reduction not in REDUCTIONS:
         raise Unsupported(f"reduction '{reduction}' is not one of {', '.join(REDUCTIONS)}")
-    classes = shape[1]
-    weights = _class_weights(b, node, log_prob, classes)
+    iota = b.constant(np.arange(shape[1]), target)
+    weights = _class_weights(b, node, log_prob, iota)
     ivars = axis_vars(len(shape))
     ivars[1] = "c"
     tvars = [v for d, v in enumerate(ivars) if d != 1]
-    iota = b.constant(np.arange(classes), target)
     inputs, exprs = [target, iota, log_prob], [tvars, ["c"], ivars]
     picked = "-$2"
     if weights is not None:
@@ -93,7 +95,7 @@ def nll_cascade(b: CascadeBuilder, node: Node, log_prob: SSAValue, target: SSAVa
     total = b.einsum(inputs, exprs, [], scalar, pick, "add")
     if reduction == "sum":
         return total
-    if weights is None and node.attr("ignore_index") is None:
+    if weights is None and _ignore_index(node) is None:
         count = math.prod(shape_of(target))
         return b.einsum([total], [[]], [], scalar, f"$0 / {float(count)!r}")
     counted = inputs[:2] + inputs[3:]
