@@ -151,6 +151,109 @@ def test_contraction_group_epilogue(rng):
     assert compiled.source.count("tl.dot(") == 1 and compiled.source.count("tl.store(") == 1
 
 
+# -- grouping (einc.backends.triton.fusion) ----------------------------------------
+
+
+def _launches(compiled) -> int:
+    return len(compiled.manifest["launches"])
+
+
+def _against_f32(build, rtol=2e-2, atol=2e-2):
+    """Compile `build(np.float16)`, check it against onnxruntime on `build(np.float32)` (the
+    same values in f32: onnxruntime's CPU lacks fp16 kernels for some ops); returns both compiled."""
+    results = []
+    for dtype in (np.float32, np.float16):
+        model, feeds = build(dtype)
+        compiled = einc.compile(model, target="triton")
+        got = compiled.run(feeds)
+        want = ort_run(*build(np.float32))
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name].astype(np.float64), value.astype(np.float64), err_msg=name,
+                                       **({"rtol": RTOL, "atol": ATOL} if dtype == np.float32 else {"rtol": rtol, "atol": atol}))
+        results.append(compiled)
+    return results
+
+
+def test_mlp_epilogues_and_layernorm_fp16():
+    """fc1 + bias + erf GELU, fc2 + bias + residual, LayerNorm: three kernels in f32 and fp16."""
+    _lowered("MatMul", "Add", "Div", "Erf", "Mul", "LayerNormalization")
+
+    def build(dtype):
+        rng = np.random.default_rng(3)
+        x, w1, w2 = _f(rng, 2, 16, 32), _f(rng, 32, 64) * 0.2, _f(rng, 64, 32) * 0.2
+        inits = {"w1": w1, "b1": _f(rng, 64), "w2": w2, "b2": _f(rng, 32), "s": _f(rng, 32), "b": _f(rng, 32),
+                 "sqrt2": np.array(np.sqrt(2.0)), "one": np.array(1.0), "half": np.array(0.5)}
+        nodes = [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Div", ["hb", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["hb", "e1"], ["g"]),
+            helper.make_node("Mul", ["g", "half"], ["gelu"]),
+            helper.make_node("MatMul", ["gelu", "w2"], ["o"]), helper.make_node("Add", ["o", "b2"], ["ob"]),
+            helper.make_node("Add", ["ob", "x"], ["r"]),
+            helper.make_node("LayerNormalization", ["r", "s", "b"], ["y"], axis=-1, epsilon=1e-5),
+        ]
+        cast = {k: v.astype(dtype) for k, v in inits.items()}
+        out = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        return _graph_model(nodes, {"x": x.astype(dtype)}, ["y"], cast, out_type=out), {"x": x.astype(dtype)}
+
+    for compiled in _against_f32(build):
+        assert _launches(compiled) == 3, compiled.manifest["launches"]
+        assert compiled.source.count("tl.dot(") == 2 and "tl.erf(" in compiled.source
+
+
+def test_maps_before_a_reduction_join_its_rows_kernel():
+    """A residual add read whole by a LayerNorm is computed in the LayerNorm's kernel (and written,
+    as it is also an output); a chain of maps is one kernel."""
+    _lowered("Add", "LayerNormalization", "Relu", "Mul")
+
+    def build(dtype):
+        rng = np.random.default_rng(4)
+        feeds = {"a": _f(rng, 6, 40).astype(dtype), "b": _f(rng, 6, 40).astype(dtype), "c": _f(rng, 40).astype(dtype)}
+        nodes = [
+            helper.make_node("Add", ["a", "b"], ["r"]),
+            helper.make_node("LayerNormalization", ["r", "s", "t"], ["y"], axis=-1, epsilon=1e-5),
+            helper.make_node("Relu", ["r"], ["m"]), helper.make_node("Mul", ["m", "c"], ["z"]),
+        ]
+        rng2 = np.random.default_rng(5)
+        inits = {"s": _f(rng2, 40).astype(dtype), "t": _f(rng2, 40).astype(dtype)}
+        out = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        return _graph_model(nodes, feeds, ["y", "r", "z"], inits, out_type=out), feeds
+
+    for compiled in _against_f32(build):
+        assert _launches(compiled) == 2, compiled.manifest["launches"]
+
+
+@pytest.mark.parametrize("name", ["transformer block", "minilm"])
+def test_whole_models_fp16(name):
+    """Small fp16 models exported from PyTorch: attention (with MiniLM's padding mask) is the
+    one-pass kernel, every contraction carries its epilogue; checked against PyTorch in f32."""
+    import torch
+
+    if name == "minilm":
+        pytest.importorskip("transformers")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import io
+
+    import gpu
+
+    torch.manual_seed(0)
+    module, inputs = gpu._models(gpu.Bench(smoke=True))[name]()
+    module = module.eval()
+    with torch.no_grad():
+        want = module(*inputs.values()).float()
+        module = module.half()
+        feeds = {k: (v.half() if v.is_floating_point() else v) for k, v in inputs.items()}
+        buffer = io.BytesIO()
+        torch.onnx.export(module, tuple(feeds.values()), buffer, input_names=list(feeds), output_names=["y"],
+                          opset_version=17, dynamo=False, do_constant_folding=True)
+    compiled = einc.compile(onnx.load_from_string(buffer.getvalue()), target="triton")
+    got = compiled.run(feeds)["y"].float()
+    assert float((got - want).abs().max() / want.abs().max()) < 3e-2
+    assert compiled.source.count("m_new = tl.maximum(m_i") == 1
+    assert _launches(compiled) <= {"transformer block": 10, "minilm": 17}[name], compiled.manifest["launches"]
+    assert compiled.unbound == "the CPU interpreter"  # a GPU binds the launches after the first run
+
+
 # -- attention -------------------------------------------------------------------
 
 
