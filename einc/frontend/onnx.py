@@ -4,9 +4,11 @@ The steps, each with its own diagnostics, in the order a user meets them: load t
 file; refuse what no later stage could compile (a newer opset, nodes of other
 domains), naming every such node at once; fix the input shapes the caller gives;
 run onnx's shape inference (strict, with data propagation) so every value has a
-static type; then emit one op per node. Initializers and Constant values larger
-than `INLINE_LIMIT` elements stay out of the IR, in the weight table, referenced
-by `ein.weight @symbol`, so a 90 MB model prints as a few kilobytes of IR.
+static type (where it stops, shape computations are folded and If branches are
+inferred as models of their own); then emit one op per node. Initializers and
+Constant values larger than `INLINE_LIMIT` elements stay out of the IR, in the
+weight table, referenced by `ein.weight @symbol`, so a 90 MB model prints as a few
+kilobytes of IR.
 """
 
 from __future__ import annotations
@@ -418,9 +420,10 @@ class _Branch:
     nodes: list[NodeProto]
     """Its nodes after folding (nested Ifs with known conditions inlined)."""
     inferred: GraphProto | None
-    """The inferred graph, or None where the strict check found a shape error."""
+    """The graph as lenient inference types it (None if even that failed)."""
     error: str = ""
-    """That shape error: the branch cannot run on these shapes (onnxruntime fails in it too)."""
+    """The shape error strict inference finds in it, if any: then the branch cannot
+    run on these shapes (onnxruntime fails in it too)."""
 
     def outputs(self) -> list[TypeProto] | None:
         """The types of its results, where every one is ranked."""
@@ -429,20 +432,19 @@ class _Branch:
         types = [o.type for o in self.inferred.output]
         return types if all(_dims(t) is not None for t in types) else None
 
-    def static(self) -> bool:
+    def runs(self) -> bool:
+        """Whether it passes the strict check with static result shapes."""
         types = self.outputs()
-        return types is not None and all(_static(t) for t in types)
+        return not self.error and types is not None and all(_static(t) for t in types)
 
 
 def _infer_branch(
     copy: onnx.ModelProto, branch: GraphProto, outer: list[str],
     types: dict[str, TypeProto], initializers: dict[str, TensorProto],
 ) -> _Branch:
-    """Infer a branch as a model whose inputs are the outer values it reads.
-
-    The check is strict: a branch that fails it cannot run on these shapes,
-    which matters when its If's condition is known only at run time.
-    """
+    """Infer a branch as a model whose inputs are the outer values it reads, then
+    check the folded branch strictly (whether it can run matters when its If's
+    condition is known only at run time)."""
     graph = GraphProto(
         name=branch.name,
         node=branch.node,
@@ -454,12 +456,21 @@ def _infer_branch(
         ],
     )
     standalone = onnx.ModelProto(ir_version=copy.ir_version, opset_import=copy.opset_import, graph=graph)
+    inferred: GraphProto | None = None
     try:
-        inferred = _infer_and_fold(standalone).graph
+        inferred = _infer_and_fold(standalone, strict=False).graph
+        onnx.shape_inference.infer_shapes(standalone, strict_mode=True, data_prop=True)
     except InferenceError as err:
         first = _inference_error(str(err)).reason.splitlines()[0]  # the rest follows from it
-        return _Branch(list(standalone.graph.node), None, first)
+        return _Branch(list(standalone.graph.node), inferred, first)
     return _Branch(list(standalone.graph.node), inferred)
+
+
+def _node_unknown(node: NodeProto, types: Mapping[str, TypeProto]) -> bool:
+    """Whether a node's results, or values inside its subgraphs, lack static shapes."""
+    return any(n and not _static(types.get(n)) for n in node.output) or any(
+        _unknown_shapes(sub) for sub in _subgraphs(node)
+    )
 
 
 def _infer_branches(
@@ -478,7 +489,7 @@ def _infer_branches(
     initializers = {t.name: t for t in copy.graph.initializer}
     changed = False
     for node, typed in zip(copy.graph.node, inferred.graph.node):
-        if node.op_type != "If" or not _unknown_shapes(GraphProto(node=[typed], value_info=inferred.graph.value_info)):
+        if node.op_type != "If" or not _node_unknown(typed, types):
             continue
         outcomes: dict[str, _Branch] = {}
         for attr in node.attribute:
@@ -501,23 +512,18 @@ def _infer_branches(
 def _settle_branch(node: NodeProto, name: str, branch: GraphProto, outcomes: dict[str, _Branch]) -> bool:
     """Write a branch's inferred types (and folded nodes) back into the If.
 
-    A branch that cannot run on these shapes, beside one that types, becomes
-    NaN of the other's result types: the If's condition is known only at run
-    time, where onnxruntime would fail in that branch; einc has no run-time
-    error, so the results say "no answer" (only float results can say it).
+    A branch that cannot run on these shapes, beside one that can, becomes NaN
+    of the other's result types: the If's condition is known only at run time,
+    where onnxruntime would fail in that branch; einc has no run-time error, so
+    the results say "no answer" (only float results can say it, so only
+    branches with float results are replaced; others keep the shape error).
     """
     outcome = outcomes[name]
-    types = outcome.outputs()
-    if types is not None:
-        nodes = outcome.nodes
-    else:
-        other = next((o for n, o in outcomes.items() if n != name), None)
-        types = other.outputs() if other is not None and other.static() else None
-        floats = types is not None and all(_is_float(t) for t in types)
-        if outcome.inferred is not None or not floats:
-            return False
+    other = next((o for n, o in outcomes.items() if n != name), None)
+    if outcome.error and other is not None and other.runs() and all(_is_float(t) for t in other.outputs() or []):
+        types = other.outputs()
         assert types is not None
-        nodes = _no_answer(branch, types, f"{_node_label(node)}/{name}: {outcome.error}")
+        nodes, value_info = _no_answer(branch, types, f"{_node_label(node)}/{name}: {outcome.error}"), []
         if nodes != list(branch.node):
             warnings.warn(
                 f"node '{_node_label(node)}' (If): its {name} cannot run on these input shapes "
@@ -525,7 +531,11 @@ def _settle_branch(node: NodeProto, name: str, branch: GraphProto, outcomes: dic
                 "gives NaN (onnxruntime fails there)",
                 stacklevel=2,
             )
-    value_info = list(outcome.inferred.value_info) if outcome.inferred is not None else []
+    elif (types := outcome.outputs()) is not None:
+        assert outcome.inferred is not None
+        nodes, value_info = outcome.nodes, list(outcome.inferred.value_info)
+    else:
+        return False
     if (nodes, value_info) == (list(branch.node), list(branch.value_info)) and all(
         o.type == t for o, t in zip(branch.output, types)
     ):
@@ -572,11 +582,7 @@ def _is_float(t: TypeProto) -> bool:
 def _unknown_shapes(graph: GraphProto) -> bool:
     """Whether a value made in the graph or in one of its subgraphs lacks a static shape."""
     types = _types(graph)
-    return any(
-        any(name and not _static(types.get(name)) for name in node.output)
-        or any(_unknown_shapes(sub) for sub in _subgraphs(node))
-        for node in graph.node
-    )
+    return any(_node_unknown(node, types) for node in graph.node)
 
 
 def _fold_known_values(copy: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
