@@ -290,6 +290,21 @@ class _Emitter:
             block = parent.parent_block()  # type: ignore[assignment]
         self.block = outer
 
+    def carried_loops(
+        self, vars_: Sequence[str], extents: dict[str, int], ivs: dict[str, SSAValue], init: SSAValue,
+        step: Callable[[dict[str, SSAValue], SSAValue], SSAValue],
+    ) -> SSAValue:
+        """A nest of scf.for over `vars_` that carries one value from `init` through
+        `step(ivs, value)` (an accumulator in a register); returns its final value."""
+        if not vars_:
+            return step(ivs, init)
+        body = Block(arg_types=[IndexType(), init.type])
+        body.args[0].name_hint = vars_[0]
+        outer, self.block = self.block, body
+        self.emit(scf.YieldOp(self.carried_loops(vars_[1:], extents, {**ivs, vars_[0]: body.args[0]}, body.args[1], step)))
+        self.block = outer
+        return self.emit(scf.ForOp(self.index(0), self.index(extents[vars_[0]]), self.index(1), [init], Region(body)))
+
     def linear(self, coeffs: dict[str, int], const: int, ivs: dict[str, SSAValue]) -> SSAValue:
         """`sum(c * iv) + const` as index arithmetic."""
         total: SSAValue | None = None
@@ -554,6 +569,16 @@ class _FunctionLowering:
         if reduce is None:
             e.loops(op.output_vars, extents, lambda ivs: e.store(mapped(ivs), out, e.offset(out, out_exprs, ivs)))
             return
+        fold = mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1)))
+        if out.elem in BIT_FORMATS:  # accumulate in the compute type and round once, not at every step
+
+            def reduced(ivs: dict[str, SSAValue]) -> None:
+                step = lambda at, acc: e.scalar_expr(fold, [acc, mapped(at)], elem)  # noqa: E731
+                acc = e.carried_loops(op.reduction_vars(), extents, ivs, e.scalar(REDUCTIONS[reduce], elem), step)
+                e.store(acc, out, e.offset(out, out_exprs, ivs))
+
+            e.loops(op.output_vars, extents, reduced)
+            return
 
         def init(ivs: dict[str, SSAValue]) -> None:
             e.store(e.scalar(REDUCTIONS[reduce], elem), out, e.offset(out, out_exprs, ivs))
@@ -561,7 +586,6 @@ class _FunctionLowering:
         def accumulate(ivs: dict[str, SSAValue]) -> None:
             value = mapped(ivs)
             at = e.offset(out, out_exprs, ivs)
-            fold = mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1)))
             e.store(e.scalar_expr(fold, [e.load(out, at), value], elem), out, at)
 
         e.loops(op.output_vars, extents, init)
