@@ -39,8 +39,8 @@ def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = R
         np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol, err_msg=name)
 
 
-# rows of 1, under one vector, one vector, a tail, many rows (threaded), long rows (unrolled loop)
-SHAPES = [(7, 1), (3, 5), (4, 16), (2, 33), (4, 128, 128), (6, 1000)]
+# rows of 1, under one vector, one vector, a tail, many rows, long rows (unrolled loop), threaded (> 128K elements)
+SHAPES = [(7, 1), (3, 5), (4, 16), (2, 33), (4, 128, 128), (6, 1000), (260, 520)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -22,7 +22,7 @@ chunk masked), in program order:
 A row is read from memory once; the later passes find it in L1 (a kept full
 value that is not a result lives in a scratch row on the stack). Rows are
 split into units claimed by the pool's threads (pool.py) when there are
-enough elements to pay for waking them.
+enough elements to pay for waking them (PARALLEL_ELEMENTS).
 
 Groups whose accesses are not contiguous along R (a softmax over a middle
 axis) are declined: `lower-ein-to-loops` then lowers their einsums as loops.
@@ -56,8 +56,11 @@ PTR = ir.PointerType()
 LANES = 16
 UNROLL = 2
 """Vector chunks per iteration of a pass (independent accumulators hide the add latency)."""
-PARALLEL_ELEMENTS = 1 << 15
-"""Fewer elements than this (rows x row length) run on the calling thread: waking a worker costs more."""
+PARALLEL_ELEMENTS = 1 << 17
+"""Fewer elements than this (rows x row length) run on the calling thread. A row costs a few
+cycles per 16 elements and pass, so below this a kernel takes tens of microseconds, which a
+worker that is not on a core (a loaded host) can stall far longer: the encoder block's softmax
+(65K) and LayerNorms (32K) ran faster serial at load 7 (median 1.50 against 1.65 ms)."""
 UNITS_PER_THREAD = 2
 SCRATCH_BYTES = 1 << 18
 """Most stack bytes for kept rows; a group needing more is lowered as loops."""
