@@ -60,6 +60,8 @@ ATTENTION = [
     case("mask-float-2d", qkv(attn_mask=lambda r: _f(r, 4, 6))),
     case("mask-float-3d-gqa", qkv(q=(2, 6, 4, 8), attn_mask=lambda r: _f(r, 6, 4, 6))),
     case("mask-float-4d-broadcast", qkv(attn_mask=lambda r: _f(r, 2, 1, 4, 6)), is_causal=1),
+    case("mask-float-rank1", qkv(attn_mask=lambda r: _f(r, 6)), reference="onnx"),
+    case("mask-float-one-key", qkv(attn_mask=lambda r: _f(r, 2, 3, 4, 1)), reference="onnx"),
     case("mask-bool-2d", qkv(attn_mask=lambda r: _mask(r, 4, 6))),
     case("mask-bool-4d-gqa-causal", qkv(q=(2, 6, 4, 8), attn_mask=lambda r: _mask(r, 2, 6, 4, 6)), is_causal=1),
     case("mask-bool-3d-input", qkv(**_GQA3, attn_mask=lambda r: _mask(r, 1, 4, 6)), q_num_heads=4, kv_num_heads=2),

@@ -221,7 +221,7 @@ def _bias(
             raise Unsupported("attn_mask must be bool or float")
         if not 1 <= len(mshape) <= 4 or mshape[-1] > keys:
             raise Unsupported(f"attn_mask of shape {list(mshape)} does not fit {keys} keys")
-        if 1 < mshape[-1] < keys:  # a shorter mask: keys past its end are masked out
+        if mshape[-1] < keys:  # a shorter mask (even of 1): keys past its end are masked out
             low = [0] * len(mshape)
             mask = _pad(b, mask, low, [*low[:-1], keys - mshape[-1]], 0.0 if boolean else -math.inf)
         conds += [f"${len(inputs)}"] if boolean else []
@@ -258,7 +258,8 @@ def _bias(
         position = f"{query} + {length} - {queries}" if nonpad is not None else f"{query} + {past}" if past else query
         conds += frontier.conditions(position, key)
         rows = rows or (nonpad is None and frontier.empty_rows(queries, keys, past))
-    bias = b.einsum(inputs, indices, dims, TensorType(elem, shape), f"select({_all(conds)}, {value}, -inf)")
+    select = f"select({_all(conds)}, {value}, -inf)" if conds else value
+    bias = b.einsum(inputs, indices, dims, TensorType(elem, shape), select)
     return Bias(bias, rows)
 
 
@@ -311,9 +312,9 @@ def lower_attention(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     qv, q_index = _query(b, q, heads)
     kv, k_index, present_k = _cache(b, k, past_k, heads, "e", present)
     vv, v_index, present_v = _cache(b, v, past_v, heads, "f", present)
+    if shape_of(kv)[-1] != shape_of(qv)[-1]:
+        raise Unsupported(f"Q and K have different head sizes ({shape_of(qv)[-1]} and {shape_of(kv)[-1]})")
     ext = {**dict(zip(k_index, shape_of(kv))), **dict(zip(v_index, shape_of(vv))), **dict(zip(q_index, shape_of(qv)))}
-    if dict(zip(k_index, shape_of(kv)))["e"] != ext["e"]:
-        raise Unsupported(f"Q and K have different head sizes ({ext['e']} and {shape_of(kv)[-1]})")
     sizes = {"b": ext["b"], "h": heads.q, "p": ext["p"], "m": ext["m"]}
 
     t1 = _elem(q)
