@@ -135,3 +135,28 @@ func.func @main(%x: tensor<5x3xf32>, %i: tensor<2xi64>, %u: tensor<2x3xf32>) -> 
   %0 = ein.scatter %u into %x[%i] axis 0 reduce add : (tensor<5x3xf32>, tensor<2xi64>, tensor<2x3xf32>) -> tensor<5x3xf32>
   func.return %0 : tensor<5x3xf32>
 }
+
+// -----
+
+// Bit formats: bf16 in 16-bit and float8 in 8-bit integer buffers. A load decodes
+// the bits into f32, the sum is carried in f32 through the reduction loop, and
+// the store rounds it once to float8 (NaN and overflow to its NaN pattern).
+// CHECK-LABEL: func.func @main
+// CHECK-SAME:  (%[[X:.+]]: memref<6xi16>, %[[Y:.+]]: memref<2xi8>)
+// CHECK-SAME:  dtype = "bfloat16"}, {role = "output", name = "y", shape = [2 : i64], dtype = "float8_e4m3fn"}
+// CHECK:       scf.for %[[I:.+]] =
+// CHECK:         %[[ZERO:.+]] = arith.constant 0.000000e+00 : f32
+// CHECK-NEXT:    %[[SUM:.+]] = scf.for %{{.+}} = %{{.+}} to %{{.+}} step %{{.+}} iter_args(%[[ACC:.+]] = %[[ZERO]]) -> (f32) {
+// CHECK:           %[[RAW:.+]] = memref.load %[[X]]
+// CHECK-NEXT:      %[[WIDE:.+]] = arith.extui %[[RAW]] : i16 to i32
+// CHECK:           %[[HIGH:.+]] = arith.shli %[[WIDE]]
+// CHECK-NEXT:      %[[V:.+]] = arith.bitcast %[[HIGH]] : i32 to f32
+// CHECK-NEXT:      %[[NEXT:.+]] = arith.addf %[[ACC]], %[[V]] : f32
+// CHECK-NEXT:      scf.yield %[[NEXT]] : f32
+// CHECK:         math.roundeven
+// CHECK:         %[[CODE:.+]] = arith.trunci %{{.+}} : i32 to i8
+// CHECK-NEXT:    memref.store %[[CODE]], %[[Y]][%[[I]]] : memref<2xi8>
+func.func @main(%x: tensor<2x3xbf16>) -> tensor<2xf8E4M3FN> attributes {einc.inputs = ["x"], einc.outputs = ["y"]} {
+  %0 = ein.einsum (%x[i, j]) -> [i] map "$0" reduce add : (tensor<2x3xbf16>) -> tensor<2xf8E4M3FN>
+  func.return %0 : tensor<2xf8E4M3FN>
+}
