@@ -226,7 +226,8 @@ def test_maps_before_a_reduction_join_its_rows_kernel():
 @pytest.mark.parametrize("name", ["transformer block", "minilm"])
 def test_whole_models_fp16(name):
     """Small fp16 models exported from PyTorch: attention (with MiniLM's padding mask) is the
-    one-pass kernel, every contraction carries its epilogue; checked against PyTorch in f32."""
+    one-pass kernel writing its heads straight into the hidden dim, every contraction carries
+    its epilogue; checked against PyTorch in f32."""
     import torch
 
     if name == "minilm":
@@ -250,7 +251,7 @@ def test_whole_models_fp16(name):
     got = compiled.run(feeds)["y"].float()
     assert float((got - want).abs().max() / want.abs().max()) < 3e-2
     assert compiled.source.count("m_new = tl.maximum(m_i") == 1
-    assert _launches(compiled) <= {"transformer block": 10, "minilm": 17}[name], compiled.manifest["launches"]
+    assert _launches(compiled) <= {"transformer block": 9, "minilm": 16}[name], compiled.manifest["launches"]
     assert compiled.unbound == "the CPU interpreter"  # a GPU binds the launches after the first run
 
 

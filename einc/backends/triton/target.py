@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.ir import Block, BlockArgument, Operation, Region, SSAValue
 
 import einc
 from einc.backends.triton.emitter import View, compute_type, has_triton_form
@@ -132,6 +132,8 @@ class Program:
             while isinstance(value.owner, ReshapeOp) and value.owner.source not in block.args:
                 value = value.owner.source
             self.wants.setdefault(value, []).append(name)
+        self.layouts = _transposed_layouts(block)
+        """Values a kernel writes in the order a transpose reads them (value -> strides)."""
         for arg, name in zip(block.args, names):
             buf = self._buffer(f"in_{name}", "input", _dtype(arg), math.prod(_shape(arg)), name)
             self.views[arg] = View.contiguous(buf.name, _shape(arg), buf.dtype)
@@ -170,6 +172,8 @@ class Program:
         else:
             buf = self._buffer(f"t_{result.name_hint or 'tmp'}", "temp", dtype, math.prod(shape), result.name_hint or "")
         view = View.contiguous(buf.name, shape, dtype)
+        if not wanted and result in self.layouts:
+            view = View(buf.name, shape, self.layouts[result], 0, dtype)
         self.views[result] = view
         return view
 
@@ -357,6 +361,27 @@ class Program:
             placed.append(buf)
             arena = max(arena, _align(offset + buf.nbytes))
         return arena
+
+
+def _transposed_layouts(block: Block) -> dict[SSAValue, tuple[int, ...]]:
+    """Strides for values read only by a transpose that only a reshape reads (attention's
+    heads going back into the hidden dim): written in the transposed order, the
+    transpose is contiguous, the reshape a view, and no copy kernel runs."""
+    layouts: dict[SSAValue, tuple[int, ...]] = {}
+    for op in block.ops:
+        if not isinstance(op, ReshapeOp) or not isinstance(t := op.source.owner, EinsumOp) or not is_view(t):
+            continue
+        value = t.inputs[0]
+        exprs = t.input_exprs[0]
+        order = [e.plain_var for e in exprs]
+        if (
+            len(list(op.source.uses)) != 1 or len(list(value.uses)) != 1 or sorted(map(str, order)) != sorted(t.output_vars)
+            or isinstance(value, BlockArgument) or isinstance(value.owner, (WeightOp, ConstantOp, ReshapeOp))
+        ):
+            continue
+        dense = _strides(_shape(t.output))
+        layouts[value] = tuple(dense[t.output_vars.index(v)] for v in order)  # type: ignore[arg-type]
+    return layouts
 
 
 def _align(n: int) -> int:
