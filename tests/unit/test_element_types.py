@@ -257,3 +257,30 @@ def test_triton_refuses_formats_it_has_no_type_for():
     model = _cast(T.FLOAT, T.FLOAT8E4M3FN, [4])
     with pytest.raises(EincError, match="element type float8_e4m3fn has no Triton type"):
         einc.compile(model, target="triton", cache=False)
+
+
+@pytest.mark.parametrize("onnx_type", [T.FLOAT8E4M3FN, T.INT4, T.UINT2], ids=lambda t: NAMES[t])
+def test_weights_in_bit_formats(onnx_type):
+    """Weights (over 64 elements: out of line) of bit formats, dequantised per row and
+    multiplied in: the packed weight blob holds their bytes as ml_dtypes does."""
+    dtype = np.dtype({**FLOAT_FORMATS, **INT_FORMATS}[onnx_type])
+    rng = np.random.default_rng(8)
+    w = (rng.standard_normal((8, 16)) * 2).astype(np.float32).astype(dtype)
+    scale = np.linspace(0.5, 2.0, 8).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(scale, "s")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["d"], axis=0), helper.make_node("MatMul", ["x", "d"], ["y"])]
+    model = _model(nodes, [("x", T.FLOAT, [3, 8])], [("y", T.FLOAT)], initializers=inits)
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    want = _reference(model, {"x": x})
+    for got in _both(model, {"x": x}):
+        _close(got, want, rtol=1e-5)
+
+
+def test_saved_artifact_keeps_bit_format_dtypes(tmp_path):
+    """The manifest names ml_dtypes dtypes ('bfloat16', not numpy's anonymous '<V2'),
+    so a loaded artifact takes and gives arrays of them."""
+    x = np.array([1.5, -2.25, 3e38, np.inf], ml_dtypes.bfloat16)
+    model = _cast(T.BFLOAT16, T.FLOAT8E5M2, [4], saturate=0)
+    einc.compile(model).save(tmp_path / "art")
+    got = einc.load(tmp_path / "art").run({"x": x})["y"]
+    _same(got, x.astype(np.float32).astype(ml_dtypes.float8_e5m2))
