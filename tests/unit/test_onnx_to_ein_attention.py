@@ -262,3 +262,23 @@ def test_triton_takes_the_attention_template(rng, attrs):
     source = compile_for_triton(import_model(_model("Attention", feeds, None, 1, 23, **attrs))).source
     assert "one pass over 32 keys" in source and "m_new" in source
     assert ("causal (keys <= query + 0)" in source) == bool(attrs)
+
+
+def test_attention_bf16_causal_with_mask(rng):
+    """bf16 through the interpreter and the CPU target, against onnx's reference
+    (which computes in bf16 with f32 products), within a few bf16 ulps."""
+    import ml_dtypes
+
+    import einc
+    from einc.ir.interpret import run_function
+
+    feeds = {n: a.astype(ml_dtypes.bfloat16) for n, a in qkv(attn_mask=lambda r: _f(r, 2, 1, 4, 6))(rng).items()}
+    model = _model("Attention", feeds, None, 1, 23, is_causal=1)
+    want = onnx_reference(model, feeds)["y0"].astype(np.float32)
+    imported = import_model(model)
+    Pipeline("onnx-to-ein", verify_each=True).apply(imported.module)
+    interpreted = run_function(next(iter(imported.module.ops)), list(feeds.values()), imported.weights)[0]
+    compiled = einc.compile(model).run(feeds)["y0"]
+    for got in (interpreted, compiled):
+        assert got.dtype == ml_dtypes.bfloat16
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-2, atol=2e-2)
