@@ -84,6 +84,7 @@ ATTENTION = [
     case("nonpad-negative-offset", qkv(q=(1, 2, 4, 8), k=(1, 2, 4, 8), v=(1, 2, 4, 8),
                                        nonpad_kv_seqlen=lambda r: np.array([2], np.int64)),
          opset=24, is_causal=1, reference="onnx"),
+    case("nonpad-zero-length", qkv(nonpad_kv_seqlen=lambda r: np.array([0, 6], np.int64)), opset=24, reference="onnx"),
     case("fully-masked-row", qkv(q=(1, 2, 2, 8), k=(1, 2, 2, 8), v=(1, 2, 2, 8),
                                  attn_mask=lambda r: np.array([[False, False], [True, True]])),
          outputs=(0, 3), qk_matmul_output_mode=3, reference="onnx"),
