@@ -284,3 +284,14 @@ def test_saved_artifact_keeps_bit_format_dtypes(tmp_path):
     einc.compile(model).save(tmp_path / "art")
     got = einc.load(tmp_path / "art").run({"x": x})["y"]
     _same(got, x.astype(np.float32).astype(ml_dtypes.float8_e5m2))
+
+
+def test_quantize_to_float8_without_saturation_overflows():
+    x = np.array([1.0, 1e6, -1e6, np.nan], np.float32)
+    params = [numpy_helper.from_array(np.array(2.0, np.float32), "s"), numpy_helper.from_array(np.array(0, ml_dtypes.float8_e5m2), "z")]
+    model = _model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], saturate=0)], [("x", T.FLOAT, [4])],
+                   [("y", T.FLOAT8E5M2)], initializers=params)
+    want = _reference(model, {"x": x})
+    for got in _both(model, {"x": x}):
+        _same(got, want)
+    assert np.isinf(want.astype(np.float32)[1:3]).all()

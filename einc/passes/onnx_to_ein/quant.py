@@ -79,28 +79,27 @@ def _quant_params(node: Node, x: SSAValue) -> tuple[list[str], int | None]:
 
 
 def lower_quantize_linear(b: CascadeBuilder, node: Node) -> list[SSAValue]:
-    """y = saturate(round(x / scale) + zero_point), round half to even. Float8
-    results are `x / scale` (the zero point is 0 by the spec), clamped when
-    `saturate` is 1 and rounded by the store; float4 ones `x / scale + zero_point`
-    (the store saturates: the format has no inf or NaN)."""
+    """Integers: y = saturate(round(x / scale) + zero_point), round half to even.
+    Float8: y = x / scale (the spec's zero point is 0), clamped unless `saturate`
+    is 0, rounded by the store. Float4: y = x / scale + zero_point (its store
+    saturates: the format has no inf or NaN)."""
     x, scale, zp = node.input(0), node.input(1), node.input(2)
     assert x is not None and scale is not None
     vars_, axis = _quant_params(node, x)
     result_type = node.result_types[0]
     elem = result_type.get_element_type()
-    inputs, indices, expr = [x, scale], [vars_, param_indices(scale, vars_, axis)], "round($0 / $1)"
-    if elem in SATURATING:
-        expr = saturate("$0 / $1", elem) if node.int_attr("saturate", 1) else "$0 / $1"
-        return [b.einsum(inputs, indices, vars_, result_type, expr)]
-    if elem == Float4E2M1FNType():
-        expr = "$0 / $1"
-    elif not isinstance(elem, IntegerType):
+    integer = isinstance(elem, IntegerType)
+    if not integer and elem not in SATURATING and elem != Float4E2M1FNType():
         raise Unsupported(f"quantising to {elem}")
-    if zp is not None:
+    inputs, indices = [x, scale], [vars_, param_indices(scale, vars_, axis)]
+    expr = "round($0 / $1)" if integer else "$0 / $1"
+    if zp is not None and elem not in SATURATING:
         inputs.append(zp)
         indices.append(param_indices(zp, vars_, axis))
         expr += " + $2"
-    return [b.einsum(inputs, indices, vars_, result_type, saturate(expr, elem) if isinstance(elem, IntegerType) else expr)]
+    if integer or (elem in SATURATING and node.int_attr("saturate", 1)):
+        expr = saturate(expr, elem)
+    return [b.einsum(inputs, indices, vars_, result_type, expr)]
 
 
 def lower_dequantize_linear(b: CascadeBuilder, node: Node) -> list[SSAValue]:
