@@ -131,6 +131,35 @@ def test_nested_ifs_at_run_time(rng, outer, inner):
     check_lowering(model, feeds)
 
 
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_with_a_branch_of_constants_becomes_a_select(rng, cond):
+    """One branch only makes constants (a fill and an initializer): no ein.if, the
+    other branch runs straight-line and a select on the condition picks each result."""
+    then_g = _graph(
+        "then",
+        [
+            helper.make_node("MatMul", ["x", "w"], ["t0"]),
+            helper.make_node("Relu", ["t0"], ["then_a"]),
+            helper.make_node("Neg", ["x"], ["then_b"]),
+        ],
+        [("then_a", F, [3, 5]), ("then_b", F, [3, 4])],
+        {"w": rng.standard_normal((4, 5)).astype(np.float32)},
+    )
+    fill = numpy_helper.from_array(np.array([-1.5], np.float32))
+    else_g = _graph(
+        "else",
+        [helper.make_node("ConstantOfShape", ["shape"], ["else_a"], value=fill)],
+        [("else_a", F, [3, 5]), ("k", F, [3, 4])],
+        {"shape": np.array([3, 5], np.int64), "k": np.arange(12, dtype=np.float32).reshape(3, 4)},
+    )
+    feeds = {"x": rng.standard_normal((3, 4)).astype(np.float32), "c": np.array([cond])}
+    model = _model([helper.make_node("If", ["c"], ["a", "b"], then_branch=then_g, else_branch=else_g)], feeds, ["a", "b"])
+    check_lowering(model, feeds)
+    imported = import_model(model)
+    Pipeline("onnx-to-ein").apply(imported.module)
+    assert not [op for op in imported.module.walk() if isinstance(op, IfOp)]
+
+
 def test_if_with_branches_of_different_shapes_is_refused(rng):
     then_g = _graph("then", [helper.make_node("Identity", ["x"], ["t"])], [("t", F, [2, 3])])
     else_g = _graph("else", [helper.make_node("Transpose", ["x"], ["e"])], [("e", F, [3, 2])])

@@ -9,7 +9,13 @@ A condition known at compile time (an `ein.constant`, often folded from shape
 arithmetic) selects its branch here: the branch's ops move before the If and
 its yielded values replace the If's results, so the cascade stays straight-line.
 Otherwise the branches move into an `ein.if`, which the backends lower to a real
-branch. Loop and Scan have no lowering: einc compiles graphs without loops.
+branch. A branch that only makes constants (such as the NaN the importer gives a
+branch that cannot run on the compiled shapes) is not worth a branch: the If is
+if-converted, the other branch runs unconditionally, straight-line where fusion
+and the GEMM kernels reach it (they do not look inside `ein.if`), and a select
+on the condition picks each result (einc's code has no effects and no traps, so
+running a branch the condition does not take is safe). Loop and Scan have no
+lowering: einc compiles graphs without loops.
 """
 
 from __future__ import annotations
@@ -46,6 +52,23 @@ def inline_branch(b: CascadeBuilder, region: Region) -> list[SSAValue]:
     return yielded
 
 
+CONSTANT_OPS = ("ein.constant", "ein.weight", "onnx.ConstantOfShape")
+"""The ops of a branch that only makes constants."""
+
+
+def _only_constants(region: Region) -> bool:
+    return all(op.name in CONSTANT_OPS for op in list(region.block.ops)[:-1])
+
+
+def select_branches(
+    b: CascadeBuilder, cond: SSAValue, then_region: Region, else_region: Region, result_types: list
+) -> list[SSAValue]:
+    """If-conversion: both branches move before the If; the condition selects each result."""
+    flag = b.reshape(cond, [])
+    pairs = zip(inline_branch(b, then_region), inline_branch(b, else_region))
+    return [b.elementwise([flag, t, e], "select($0, $1, $2)", ty) for (t, e), ty in zip(pairs, result_types)]
+
+
 def lower_if(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     cond = node.input(0)
     assert cond is not None
@@ -56,16 +79,19 @@ def lower_if(b: CascadeBuilder, node: Node) -> list[SSAValue]:
             raise Unsupported(f"the condition has {known.size} elements, not 1")
         return inline_branch(b, then_region if bool(known.reshape(-1)[0]) else else_region)
     result_types = node.result_types
-    regions = []
     for name, region in (("then", then_region), ("else", else_region)):
-        block = region.block
-        terminator = _terminator(block)
-        types = [v.type for v in terminator.operands]
+        types = [v.type for v in _terminator(region.block).operands]
         if types != result_types:
             raise Unsupported(
                 f"the {name} branch yields {', '.join(map(str, types))} but the If's results are "
                 f"{', '.join(map(str, result_types))}: both branches must give the same static types"
             )
+    if _only_constants(then_region) or _only_constants(else_region):
+        return select_branches(b, cond, then_region, else_region, result_types)
+    regions = []
+    for region in (then_region, else_region):
+        block = region.block
+        terminator = _terminator(block)
         region.detach_block(block)
         yield_op = YieldOp(list(terminator.operands))
         block.insert_op_before(yield_op, terminator)
