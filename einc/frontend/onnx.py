@@ -495,6 +495,8 @@ def _infer_branches(
         for attr in node.attribute:
             if not attr.HasField("g"):
                 continue
+            if any(o.type.WhichOneof("value") not in (None, "tensor_type") for o in attr.g.output):
+                break  # sequences, optionals: left to onnx (and refused later)
             outer = _outer_names(attr.g)
             if not all(n in initializers or (n in types and _dims(types[n]) is not None) for n in outer):
                 break
