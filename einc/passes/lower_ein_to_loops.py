@@ -572,8 +572,10 @@ class _FunctionLowering:
         fold = mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1)))
         if out.elem in BIT_FORMATS:  # accumulate in the compute type and round once, not at every step
 
+            def step(ivs: dict[str, SSAValue], acc: SSAValue) -> SSAValue:
+                return e.scalar_expr(fold, [acc, mapped(ivs)], elem)
+
             def reduced(ivs: dict[str, SSAValue]) -> None:
-                step = lambda at, acc: e.scalar_expr(fold, [acc, mapped(at)], elem)  # noqa: E731
                 acc = e.carried_loops(op.reduction_vars(), extents, ivs, e.scalar(REDUCTIONS[reduce], elem), step)
                 e.store(acc, out, e.offset(out, out_exprs, ivs))
 

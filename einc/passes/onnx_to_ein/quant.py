@@ -42,7 +42,6 @@ from einc.passes.onnx_to_ein.common import (
 )
 from einc.passes.onnx_to_ein.math import convert, matmul_indices
 
-
 SATURATING: frozenset[Attribute] = frozenset(
     {Float8E4M3FNType(), Float8E4M3FNUZType(), Float8E5M2Type(), Float8E5M2FNUZType()}
 )
