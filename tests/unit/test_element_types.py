@@ -295,3 +295,15 @@ def test_quantize_to_float8_without_saturation_overflows():
     for got in _both(model, {"x": x}):
         _same(got, want)
     assert np.isinf(want.astype(np.float32)[1:3]).all()
+
+
+@pytest.mark.parametrize("onnx_type", [T.BFLOAT16, T.FLOAT8E4M3FN, T.FLOAT8E4M3FNUZ, T.FLOAT8E5M2, T.FLOAT8E5M2FNUZ], ids=lambda t: NAMES[t])
+def test_cast_round_trip_matches_onnxruntime(onnx_type):
+    """f32 -> format -> f32 in one model (onnxruntime hands most of these formats to
+    numpy not at all): equal to its result, saturating, NaN for NaN."""
+    x = np.concatenate([np.random.default_rng(9).standard_normal(64) * 40, [1e6, -1e6, np.inf, np.nan, 1e-9]]).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=onnx_type), helper.make_node("Cast", ["c"], ["y"], to=T.FLOAT)]
+    model = _model(nodes, [("x", T.FLOAT, [len(x)])], [("y", T.FLOAT)], opset=21)
+    want = ort_run(model, {"x": x})["y"]
+    for got in _both(model, {"x": x}):
+        _same(got, want)
