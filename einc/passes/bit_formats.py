@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     FloatNanEncoding,
     FloatNonfiniteBehavior,
+    FloatSemantics,
     IntegerAttr,
     IntegerType,
     Signedness,
@@ -146,28 +147,30 @@ def encode(emit: Emit, value: SSAValue, ty: Attribute) -> SSAValue:
     normal = o.bor(o.shl(o.add(o.shr(r_bits, 23), bias - 127), m_bits), o.band(o.shr(r_bits, 23 - m_bits), s.max_mantissa))
     subnormal = emit(arith.FPToSIOp(emit(arith.MulfOp(r, o.f(2.0 ** (m_bits - e_min)))), i32))
     code = o.select(emit(arith.CmpfOp(r, o.f(2.0**e_min), "olt")), subnormal, normal)
-    largest = ((s.max_exponent << m_bits) | s.max_mantissa) - (s.nan_encoding == FloatNanEncoding.ALL_ONES)
-    if s.nonfinite == FloatNonfiniteBehavior.IEEE:
-        largest -= s.max_mantissa + 1  # the all-ones exponent is inf and NaN
-        overflow, nan = s.max_exponent << m_bits, (s.max_exponent << m_bits) | (1 << (m_bits - 1))
-    elif s.nan_encoding == FloatNanEncoding.ALL_ONES:
-        overflow = nan = sign_bit - 1
-    elif s.nan_encoding == FloatNanEncoding.NEGATIVE_ZERO:
-        overflow = nan = sign_bit
-    else:  # finite only (float4): saturate; NaN becomes a zero of the opposite sign, as ml_dtypes
-        overflow, nan = largest, 0
+    largest, overflow, nan = _limit_codes(s)
     code = o.select(emit(arith.CmpiOp(code, o.i(largest), "sgt")), o.i(overflow), code)
-    signed = code if s.nan_encoding == FloatNanEncoding.NEGATIVE_ZERO else o.bor(code, o.shl(sign, e_bits + m_bits))
-    if s.nan_encoding == FloatNanEncoding.NEGATIVE_ZERO:  # no -0: only nonzero codes take the sign
-        keep = emit(arith.AndIOp(emit(arith.CmpiOp(code, o.i(0), "ne")), emit(arith.CmpiOp(code, o.i(sign_bit), "ne"))))
-        signed = o.select(keep, o.bor(code, o.shl(sign, e_bits + m_bits)), code)
+    code = o.select(is_nan, o.i(nan), code)
+    if s.nan_encoding == FloatNanEncoding.NEGATIVE_ZERO:  # no -0, and NaN is the sign bit alone
+        signed = emit(arith.AndIOp(emit(arith.CmpiOp(code, o.i(0), "ne")), emit(arith.CmpiOp(code, o.i(sign_bit), "ne"))))
+        sign = o.select(signed, sign, o.i(0))
+    elif s.nonfinite == FloatNonfiniteBehavior.FINITE_ONLY:  # NaN: a zero of the other sign, as ml_dtypes
+        sign = o.select(is_nan, emit(arith.XOrIOp(sign, o.i(1))), sign)
+    return emit(arith.TruncIOp(o.bor(code, o.shl(sign, e_bits + m_bits)), storage))
+
+
+def _limit_codes(s: FloatSemantics) -> tuple[int, int, int]:
+    """(largest finite, what rounds past it, NaN) codes of a format, sign aside.
+    Past the largest is inf (IEEE formats), NaN (FN, FNUZ) or, for float4 that has
+    neither, the largest itself."""
+    all_ones, inf = (s.max_exponent << s.mantissa_bits) | s.max_mantissa, s.max_exponent << s.mantissa_bits
     if s.nonfinite == FloatNonfiniteBehavior.FINITE_ONLY:
-        nan_code = o.shl(emit(arith.XOrIOp(sign, o.i(1))), e_bits + m_bits)
-    elif s.nan_encoding == FloatNanEncoding.NEGATIVE_ZERO:
-        nan_code = o.i(nan)
-    else:
-        nan_code = o.bor(o.i(nan), o.shl(sign, e_bits + m_bits))
-    return emit(arith.TruncIOp(o.select(is_nan, nan_code, signed), storage))
+        return all_ones, all_ones, 0
+    sign_bit = 1 << (s.exponent_bits + s.mantissa_bits)
+    return {
+        FloatNanEncoding.IEEE: (inf - 1, inf, inf | 1 << (s.mantissa_bits - 1)),
+        FloatNanEncoding.ALL_ONES: (all_ones - 1, all_ones, all_ones),
+        FloatNanEncoding.NEGATIVE_ZERO: (all_ones, sign_bit, sign_bit),
+    }[s.nan_encoding]
 
 
 def _encode_e8m0(o: _Ops, bits: SSAValue) -> SSAValue:
