@@ -307,3 +307,11 @@ def test_cast_round_trip_matches_onnxruntime(onnx_type):
     want = ort_run(model, {"x": x})["y"]
     for got in _both(model, {"x": x}):
         _same(got, want)
+
+
+def test_e8m0_casts_other_than_round_up_are_refused():
+    from einc.diagnostics import EincError
+
+    model = _cast(T.FLOAT, T.FLOAT8E8M0, [4], round_mode="nearest")
+    with pytest.raises(EincError, match="casting to FLOAT8E8M0 other than rounding up with saturation"):
+        einc.compile(model, cache=False)
