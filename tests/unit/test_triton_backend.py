@@ -223,6 +223,28 @@ def test_maps_before_a_reduction_join_its_rows_kernel():
         assert _launches(compiled) == 2, compiled.manifest["launches"]
 
 
+def test_map_branches_meet_in_one_kernel():
+    """GPT-2's tanh GELU: 0.5 x and the tanh branch from x meet only in the last product;
+    the kernel unifies their dims there and computes all eight maps in one pass."""
+    _lowered("Mul", "Pow", "Add", "Tanh")
+
+    def build(dtype):
+        x = np.random.default_rng(6).standard_normal((4, 8, 24)).astype(dtype)
+        consts = {"half": 0.5, "three": 3.0, "c": 0.044715, "k": 0.7978845608, "one": 1.0}
+        nodes = [
+            helper.make_node("Mul", ["x", "half"], ["a"]), helper.make_node("Pow", ["x", "three"], ["p"]),
+            helper.make_node("Mul", ["p", "c"], ["pc"]), helper.make_node("Add", ["x", "pc"], ["s"]),
+            helper.make_node("Mul", ["s", "k"], ["sk"]), helper.make_node("Tanh", ["sk"], ["t"]),
+            helper.make_node("Add", ["t", "one"], ["t1"]), helper.make_node("Mul", ["a", "t1"], ["y"]),
+        ]
+        out = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        inits = {k: np.array(v, dtype) for k, v in consts.items()}
+        return _graph_model(nodes, {"x": x}, ["y"], inits, out_type=out), {"x": x}
+
+    for compiled in _against_f32(build):
+        assert _launches(compiled) == 1, compiled.manifest["launches"]
+
+
 @pytest.mark.parametrize("name", ["transformer block", "minilm"])
 def test_whole_models_fp16(name):
     """Small fp16 models exported from PyTorch: attention (with MiniLM's padding mask) is the

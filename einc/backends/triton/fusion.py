@@ -15,7 +15,8 @@ yet grouped:
 3. "rows": a reduction with the elementwise einsums it reads whole (a residual
    add or an embedding sum before a LayerNorm) and the einsums after it over the
    same rows (LayerNorm's variance, reciprocal deviation and scale; softmax).
-4. "rows" with no reduced dims: a chain of maps over one shape.
+4. "rows" with no reduced dims: a map with the maps over its shape that it
+   reads, directly or not.
 
 Values read outside a group are its results: the kernel writes them as well.
 Each group records why in `einc.why`.
@@ -216,20 +217,32 @@ class Grouper:
                 return self.group("rows", chain, why)
         return None
 
-    def maps(self, first: EinsumOp) -> GroupOp | None:
+    def maps(self, last: EinsumOp) -> GroupOp | None:
+        """`last` with the maps over its shape it reads, directly or not (GELU's two branches
+        from x meet only in its last product), each read outside only after `last`."""
         def fits(ops: list[EinsumOp]) -> bool:
             try:
                 space = Space(ops)
             except NoMatch:
                 return False
-            return all(set(space.dims[op.output]) == set(space.extents) for op in ops) and _map(ops[-1])
+            return all(set(space.dims[op.output]) == set(space.extents) for op in ops)
 
-        members = [first]
-        stop = self.readers_after(first, members, fits)
-        chain = self.longest("rows", members, 2)
-        if chain is None:
+        members, frontier = [last], [last]
+        while frontier:
+            for value in frontier.pop().inputs:
+                op = value.owner
+                if not _map(op) or op in members:
+                    continue
+                readers = {u.operation for u in op.output.uses}  # type: ignore[union-attr]
+                late = all(r in members or self.pos.get(r, -1) > self.pos[last] for r in readers)
+                if late and fits(sorted([*members, op], key=self.pos.__getitem__)):  # type: ignore[list-item]
+                    members.append(op)  # type: ignore[arg-type]
+                    frontier.append(op)  # type: ignore[arg-type]
+        chain = sorted(members, key=self.pos.__getitem__)
+        if len(chain) < 2 or not self.accepts("rows", chain):
             return None
-        return self.group("rows", chain, f"{len(chain)} elementwise einsums over one shape; the chain ends: {stop}")
+        return self.group("rows", chain, f"{len(chain)} elementwise einsums over one shape, the last one's "
+                          "operands computed in the kernel")
 
 
 def group_for_triton(fn: func.FuncOp) -> list[GroupOp]:
@@ -243,7 +256,8 @@ def group_for_triton(fn: func.FuncOp) -> list[GroupOp]:
         (lambda op: op.reduce_op is None, g.maps),
     ]
     for wanted, make in passes:
-        for op in list(g.block.ops):
+        ops = list(g.block.ops)
+        for op in reversed(ops) if make == g.maps else ops:  # a chain of maps is found from its end
             if op.parent is g.block and _kernel_op(op) and wanted(op):  # type: ignore[arg-type]
                 groups.append(make(op))  # type: ignore[arg-type]
     return [grp for grp in groups if grp is not None]

@@ -130,7 +130,12 @@ class Space:
                     if value not in self.dims:
                         raise NoMatch("reads a value before it is computed")
                     for expr, dim in zip(exprs, self.dims[value]):
-                        if expr.plain_var is None or not bind(expr.plain_var, dim):
+                        var = expr.plain_var
+                        if var is not None and var in names and names[var] != dim:
+                            ok = self._unify(names[var], dim, names, read_at)
+                        else:
+                            ok = var is not None and bind(var, dim)
+                        if not ok:
                             raise NoMatch(f"reads an in-kernel value at '{expr}'")
             for value, exprs in zip(op.inputs, op.input_exprs):
                 if value not in produced:
@@ -149,6 +154,28 @@ class Space:
                             read_at.setdefault((value, pos), names[var])
             self.names[op] = names
             self.dims[op.output] = [names[v] for v in op.output_vars]
+
+    def _unify(self, keep: str, drop: str, current: dict[str, str], read_at: dict[tuple[SSAValue, int], str]) -> bool:
+        """Make `drop` the same dim as `keep`: two in-kernel values computed over dims of their
+        own meet in one einsum at the same index (GELU's branches from x); refused where an
+        einsum would then index two of its variables by one dim."""
+        if self.extents.get(keep) != self.extents.get(drop):
+            return False
+        every = [*self.names.values(), current]
+        if any(keep in names.values() and drop in names.values() for names in every):
+            return False
+        for names in every:
+            for var, dim in names.items():
+                if dim == drop:
+                    names[var] = keep
+        for value, dims in self.dims.items():
+            self.dims[value] = [keep if d == drop else d for d in dims]
+        for key, dim in read_at.items():
+            if dim == drop:
+                read_at[key] = keep
+        del self.extents[drop]
+        self.order.remove(drop)
+        return True
 
     def _fresh(self, var: str) -> str:
         base = var if var.isidentifier() and not var.startswith(("v", "t_", "in_", "out_", "w_", "c_")) else "d"
