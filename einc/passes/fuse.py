@@ -35,6 +35,7 @@ Each group records why in `einc.why`, which `einc explain` prints.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -211,6 +212,10 @@ def fuse_contractions(fn: func.FuncOp) -> list[GroupOp]:
 
 # -- rows groups ---------------------------------------------------------------------------
 
+MIN_ROW = 16
+"""Elements a row started by an elementwise map should have (16 f32 lanes fill an AVX-512
+vector): a map over [1, 96, 4, 8] takes its rows as [1, 96] x 32 rather than [1, 96, 4] x 8."""
+
 
 @dataclass
 class RowSpace:
@@ -252,7 +257,14 @@ class RowSpace:
         if op.reduce_op is not None and op.reduction_vars():
             rows, reduced = op.output_vars, op.reduction_vars()
         elif op.reduce_op is None and op.output_vars and op.map_expr != mapexpr.Input(0):
-            rows, reduced = op.output_vars[:-1], op.output_vars[-1:]
+            extents = op.extents()
+            last = len(op.output_vars) - 1  # the last dim, and more trailing dims while the row is short
+            while last > 0 and math.prod(extents[v] for v in op.output_vars[last:]) < MIN_ROW:
+                wider = set(op.output_vars[last - 1 :])
+                if any(0 < len(wider & {e.plain_var for e in exprs}) < len(wider) for exprs in op.input_exprs):
+                    break  # an input indexed by part of the wider row (a per-channel bias): keep it out
+                last -= 1
+            rows, reduced = op.output_vars[:last], op.output_vars[last:]
         else:
             return None
         extents = op.extents()

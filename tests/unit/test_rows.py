@@ -193,3 +193,14 @@ def test_residual_add_and_layer_norm_share_one_kernel(rng):
     model = _graph(nodes, {"x": x, "h": h}, inits)
     assert len(_kernels(model)) == 1
     _check(model, {"x": x, "h": h})
+
+
+def test_maps_over_small_feature_maps_take_rows_of_several_trailing_dims(rng):
+    """A map chain over [1, 24, 4, 8] takes rows of h x w = 32 (not w = 8, shorter than a vector);
+    the per-channel scale is the same element for the whole row."""
+    x = rng.standard_normal((1, 24, 4, 8)).astype(np.float32)
+    inits = {"s": rng.standard_normal((1, 24, 1, 1)).astype(np.float32), "t": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("Mul", ["x", "s"], ["a"]), helper.make_node("Add", ["a", "t"], ["b"]), helper.make_node("Relu", ["b"], ["y"])]
+    model = _graph(nodes, {"x": x}, inits)
+    assert len(_kernels(model)) == 1
+    _check(model, {"x": x})
