@@ -48,7 +48,7 @@ from xdsl.passes import ModulePass
 
 from einc.backends.llvm.ukernels.vector import EPILOGUE_FUNCTIONS
 from einc.ir import mapexpr
-from einc.ir.ein import EinsumOp, GroupOp, YieldOp
+from einc.ir.ein import EinsumOp, GroupOp, IfOp, YieldOp
 from einc.ir.indexexpr import IndexExpr
 
 
@@ -195,9 +195,9 @@ def _make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[
     return group
 
 
-def fuse_contractions(fn: func.FuncOp) -> list[GroupOp]:
+def fuse_contractions(block: Block) -> list[GroupOp]:
     groups = []
-    for op in list(fn.body.block.ops):
+    for op in list(block.ops):
         if not is_contraction(op):
             continue
         chain, stop = epilogue_chain(op)  # type: ignore[arg-type]
@@ -365,10 +365,10 @@ def rows_chain(seed: EinsumOp) -> tuple[RowSpace, str] | None:
     return space, stop
 
 
-def fuse_rows(fn: func.FuncOp) -> list[GroupOp]:
+def fuse_rows(block: Block) -> list[GroupOp]:
     groups = []
     taken: set[Operation] = set()
-    for op in list(fn.body.block.ops):
+    for op in list(block.ops):
         if op in taken:
             continue
         found = rows_chain(op)  # type: ignore[arg-type]
@@ -405,5 +405,8 @@ class Fuse(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not fn.is_declaration:
-                fuse_contractions(fn)
-                fuse_rows(fn)
+                # the function's body, and the branches of its ifs (Silero VAD runs inside them)
+                blocks = [fn.body.block] + [r.block for o in fn.walk() if isinstance(o, IfOp) for r in o.regions]
+                for block in blocks:
+                    fuse_contractions(block)
+                    fuse_rows(block)

@@ -471,9 +471,9 @@ class _FunctionLowering:
     def run(self) -> func.FuncOp:
         if MEMPLAN in self.fn.attributes:
             verify_annotations(self.fn)  # a plan gone stale would overlap live buffers
-        for group in [op for op in self.fn.body.block.ops if isinstance(op, GroupOp) and not _has_kernel(op)]:
+        for group in [op for op in self.fn.walk() if isinstance(op, GroupOp) and not _has_kernel(op)]:
             spread_group_offsets(group)
-            inline_group(group)
+            inline_group(group)  # (also in an ein.if's branches, where groups lower as they do here)
         _give_outputs_own_producers(self.fn)
         body = self.fn.body.block
         ret = body.last_op

@@ -204,3 +204,30 @@ def test_maps_over_small_feature_maps_take_rows_of_several_trailing_dims(rng):
     model = _graph(nodes, {"x": x}, inits)
     assert len(_kernels(model)) == 1
     _check(model, {"x": x})
+
+
+def test_groups_inside_if_branches_run_as_kernels(rng):
+    """`fuse` enters the branches of an If (Silero VAD computes inside them): a MatMul + Relu
+    becomes a GEMM call and a Softmax a rows kernel in the branch taken."""
+    from xdsl.dialects import func
+
+    f = onnx.TensorProto.FLOAT
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 32)).astype(np.float32)
+    out = lambda name: helper.make_tensor_value_info(name, f, [4, 32])
+    then = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["t"])], "then", [], [out("t")]
+    )
+    orelse = helper.make_graph([helper.make_node("Softmax", ["x"], ["e"], axis=-1)], "else", [], [out("e")])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=orelse)], "g",
+        [helper.make_tensor_value_info("x", f, [4, 32]), helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", f, [4, 32])], [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    module = import_model(model).module
+    Pipeline(CPU_LOOPS).apply(module)
+    kernels = sorted(op.sym_name.data.rsplit("_", 1)[0] for op in module.ops if isinstance(op, func.FuncOp) and op.is_declaration)
+    assert kernels == ["einc_gemm", "einc_rows"]
+    for c in (True, False):
+        _check(model, {"x": x, "c": np.array(c)})
