@@ -11,11 +11,12 @@ its yielded values replace the If's results, so the cascade stays straight-line.
 Otherwise the branches move into an `ein.if`, which the backends lower to a real
 branch. A branch that only makes constants (such as the NaN the importer gives a
 branch that cannot run on the compiled shapes) is not worth a branch: the If is
-if-converted, the other branch runs unconditionally, straight-line where fusion
-and the GEMM kernels reach it (they do not look inside `ein.if`), and a select
-on the condition picks each result (einc's code has no effects and no traps, so
-running a branch the condition does not take is safe). Loop and Scan have no
-lowering: einc compiles graphs without loops.
+if-converted, the other branch runs unconditionally and a select on the
+condition picks each result (einc's code has no effects and no traps, so running
+a branch the condition does not take is safe). Straight-line, its buffers share
+the arena plan and its results need no copy out of a branch (Silero VAD: 0.124 ms
+with the `ein.if`, 0.096 ms if-converted). Loop and Scan have no lowering: einc
+compiles graphs without loops.
 """
 
 from __future__ import annotations
