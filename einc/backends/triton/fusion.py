@@ -33,7 +33,15 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from einc.backends.triton.emitter import View
-from einc.backends.triton.kernels import NoMatch, Space, attention_kernel, dot_kernel, is_dot, match_attention, rows_kernel
+from einc.backends.triton.kernels import (
+    NoMatch,
+    Space,
+    attention_kernel,
+    dot_kernel,
+    is_dot,
+    match_attention,
+    rows_kernel,
+)
 from einc.ir.dtypes import type_to_numpy
 from einc.ir.ein import EinsumOp, GroupOp, YieldOp
 
@@ -194,7 +202,7 @@ class Grouper:
         )
 
     def rows(self, seed: EinsumOp) -> GroupOp | None:
-        fits = lambda ops: self.one_space(sorted(ops, key=self.pos.__getitem__), seed)  # noqa: E731
+        fits = lambda ops: self.one_space(sorted(ops, key=self.pos.__getitem__), seed)
         before: list[EinsumOp] = []
         frontier = [seed]
         while frontier:  # the maps the seed reads whole (a residual add before a LayerNorm)
