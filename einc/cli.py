@@ -64,14 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from einc.runtime import load
 
     model = load(args.artifact)
-    feeds: dict[str, np.ndarray] = {}
-    for item in args.input or []:
-        name, path = _parse_feed(item)
-        try:
-            feeds[name] = np.load(path)
-        except (OSError, ValueError) as err:
-            raise EincError(f"cannot read input '{name}' from {path}: {err}") from None
-    outputs = model.run(feeds)
+    outputs = model.run(_load_feeds(args.input))
     if args.output_dir:
         import os
 
@@ -82,6 +75,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{name}: {value.dtype}{list(value.shape)}")
         print(np.array2string(value, threshold=20, edgeitems=3))
     return 0
+
+
+def _load_feeds(items: Sequence[str] | None) -> dict:
+    """The `--input NAME=FILE.npy` arrays, by input name."""
+    import numpy as np
+
+    feeds = {}
+    for item in items or []:
+        name, path = _parse_feed(item)
+        try:
+            feeds[name] = np.load(path)
+        except (OSError, ValueError) as err:
+            raise EincError(f"cannot read input '{name}' from {path}: {err}") from None
+    return feeds
 
 
 def _safe(name: str) -> str:
@@ -104,7 +111,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from einc.tools.bench import bench, render
 
     against = [] if args.against == "none" else [args.against]
-    print(render(args.model, bench(args.model, _input_shapes(args.input_shape), against=against, runs=args.runs)), end="")
+    feeds = _load_feeds(args.input)
+    shapes = {name: list(value.shape) for name, value in feeds.items()} | (_input_shapes(args.input_shape) or {})
+    result = bench(args.model, shapes or None, feeds=feeds, against=against, runs=args.runs)
+    print(render(args.model, result), end="")
     return 0
 
 
@@ -156,6 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--against", default="onnxruntime", choices=["onnxruntime", "none"])
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="a value for an input (others are random)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per engine (default 100)")
     p.set_defaults(handler=_cmd_bench)
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from einc.diagnostics import EincError
+
 ROUNDS = 10
 """Interleaved rounds; each times every engine `runs // ROUNDS` times."""
 SETTLE = 0.05
@@ -112,12 +114,21 @@ def bench(
                 del os.environ["EINC_CACHE_DIR"]
             else:
                 os.environ["EINC_CACHE_DIR"] = old
+    ort.set_default_logger_severity(4)  # fatal only: a failure to run is reported below, once
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = feeds or random_feeds(session, input_shapes)
-    ours = compiled.run(feeds)
+    feeds = random_feeds(session, input_shapes) | (feeds or {})
     engines: dict[str, Callable[[], Any]] = {"einc": lambda: compiled.run(feeds)}
-    if "onnxruntime" in against:
-        theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    if "onnxruntime" in against:  # first: it checks the inputs (indices in range, ...)
+        try:
+            outputs = session.run(None, feeds)
+        except Exception as err:  # onnxruntime's errors share no base class
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise EincError(
+                f"onnxruntime cannot run the model on these inputs ({first}); "
+                "give the inputs that matter with --input NAME=FILE.npy"
+            ) from None
+        theirs = dict(zip([o.name for o in session.get_outputs()], outputs))
+        ours = compiled.run(feeds)
         diffs = [
             float(np.max(np.abs(ours[n].astype(np.float64) - theirs[n]))) / max(1.0, float(np.max(np.abs(theirs[n]))))
             for n in ours

@@ -66,3 +66,19 @@ def test_bench_command(tmp_path, rng):
     )
     assert result.returncode == 0, result.stderr
     assert "einc / onnxruntime = " in result.stdout and "GFLOP/s" in result.stdout and "cached" in result.stdout
+
+
+def test_bench_takes_input_values_and_explains_failing_random_ones(tmp_path):
+    """Random indices fall outside a one-row table: onnxruntime refuses, `--input` gives good ones."""
+    data = np.arange(4, dtype=np.float32).reshape(1, 4)
+    model = single_node_model("Gather", {"idx": np.zeros(16, dtype=np.int64)}, initializers={"data": data}, input_names=["data", "idx"])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "idx.npy", np.zeros(16, dtype=np.int64))
+    env = {**os.environ, "EINC_CACHE_DIR": str(tmp_path / "c")}
+    command = [sys.executable, "-m", "einc.cli", "bench", "m.onnx", "--runs", "10"]
+    bad = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("einc: error: onnxruntime cannot run the model on these inputs") and "--input" in bad.stderr
+    good = subprocess.run([*command, "--input", "idx=idx.npy"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert good.returncode == 0, good.stderr
+    assert "einc / onnxruntime = " in good.stdout
