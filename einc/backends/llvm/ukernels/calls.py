@@ -20,6 +20,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 
+from einc.backends.llvm.ukernels import depthwise
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr
@@ -198,7 +199,9 @@ class ContractionCall:
         spec["threads"] = thread_count()
         spec["name"] = name
         buffers: list[Buffer] = [lowering.buffers[v] for v in group.inputs]
-        if spec["a"]["input"] != spec["b"]["input"]:
+        if depthwise.fits(spec):  # one output row per channel: the direct kernel, operands in place
+            spec["kind"] = "depthwise"
+        elif spec["a"]["input"] != spec["b"]["input"]:
             for which in ("a", "b"):
                 if _weight_only_here(lowering, group.inputs[spec[which]["input"]], group) is not None:
                     spec[which]["packed"] = True

@@ -1,0 +1,176 @@
+"""A direct kernel for contractions with one output row per batch index: depthwise convolutions.
+
+A depthwise convolution as a GEMM has M = 1 (one output channel per group) and
+K = the taps (9 or 25): the packed GEMM then spends its time packing B and
+running a 1 x NR register tile through a K of 9. Here each batch index (a
+channel) keeps its K weights in registers as splats, and every vector of 16
+output pixels along the image row is `sum_k w[k] * I[row + tap k, q .. q + 15]`:
+contiguous loads at stride 1, two loads and an even-lane shuffle at stride 2, a
+gather otherwise; the epilogue (bias, activation) is applied before the one store.
+The spec is the GEMM's (calls.py), with kind "depthwise"; `fits` says when it applies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+
+from einc.backends.llvm.ukernels.gemm import (
+    SERIAL_FLOPS,
+    GemmPlan,
+    _Body,
+    _c,
+    _opaque,
+    _pattern,
+    offset_table,
+)
+from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.vector import F32, I32
+
+MAX_TAPS = 64
+"""Taps kept in registers as splats (a 7x7 kernel is 49); beyond this the GEMM is no worse."""
+UNIT_OUTPUTS = 4096
+"""Output pixels per unit of work at least (a unit re-loads its channel's weights)."""
+
+
+def _row_layout(offsets: np.ndarray, width: int) -> tuple[np.ndarray, int] | None:
+    """B's N offsets as (start of each output row, stride along the row), if they are affine in q."""
+    grid = offsets.reshape(-1, width)
+    step = int(grid[0, 1] - grid[0, 0]) if width > 1 else 1
+    if not np.array_equal(grid, grid[:, :1] + step * np.arange(width)):
+        return None
+    return grid[:, 0].copy(), step
+
+
+def fits(spec: dict[str, Any]) -> bool:
+    """One output row per batch index, few taps, operands not packed, B affine along the output row."""
+    ext = spec["vars"]
+    if math.prod(ext[v] for v in spec["m"]) != 1 or math.prod(ext[v] for v in spec["k"]) > MAX_TAPS:
+        return False
+    if spec["a"].get("packed") or spec["b"].get("packed"):
+        return False
+    coef = {v: int(c) for v, c in spec["b"]["coef"].items()}
+    return _row_layout(offset_table(ext, spec["n"], coef), ext[spec["n"][-1]]) is not None
+
+
+class DepthwisePlan(GemmPlan):
+    """The GEMM plan's tables, with rows of the output as the units of work."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__({**spec, "tiles": {**spec["tiles"], "mr": 1, "mc": 1}})
+        self.width = spec["vars"][spec["n"][-1]]
+        layout = _row_layout(self.b.r, self.width)
+        if layout is None or self.m != 1:
+            raise ValueError("not a depthwise contraction")
+        self.row_starts, self.step = layout
+        self.rows = len(self.row_starts)
+        threads = 1 if 2 * self.nb * self.n * self.k < SERIAL_FLOPS else int(spec.get("threads", 1))
+        self.serial = threads == 1
+        per_unit = max(1, UNIT_OUTPUTS // self.width)
+        if self.nb < 4 * threads:  # few channels: split their rows so every thread has work
+            per_unit = min(per_unit, max(1, -(-self.rows * self.nb // (4 * threads))))
+        self.rows_per_unit = min(per_unit, self.rows)
+        self.row_blocks = -(-self.rows // self.rows_per_unit)
+
+    @property
+    def units(self) -> int:  # type: ignore[override]
+        return self.nb * self.row_blocks
+
+    def pack(self, which: str, flat: np.ndarray) -> np.ndarray:
+        raise ValueError("the depthwise kernel reads its operands in place")
+
+    def emit(self, module: ir.Module) -> None:
+        n_args = 3 + len(self.extra)
+        try:
+            fn = module.get_global(self.name)
+        except KeyError:
+            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * n_args), self.name)
+        body = ir.Function(module, BODY, f"{self.name}.body")
+        body.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        args = _opaque(b.alloca(ir.ArrayType(ir.PointerType(), n_args)))
+        for i, arg in enumerate(fn.args):
+            b.store(arg, b.gep(args, [_c(i)], source_etype=ir.PointerType()))
+        if self.units > 1 and not self.serial:
+            b.call(add_pool(module), [body, args, _c(self.units)])
+        else:
+            done = fn.append_basic_block("done")
+            loop = fn.append_basic_block("units")
+            b.branch(loop)
+            b.position_at_end(loop)
+            u = b.phi(ir.IntType(64))
+            u.add_incoming(_c(0), fn.entry_basic_block)
+            b.call(body, [args, u])
+            nxt = b.add(u, _c(1))
+            u.add_incoming(nxt, loop)
+            b.cbranch(b.icmp_unsigned("<", nxt, _c(self.units)), loop, done)
+            b.position_at_end(done)
+        b.ret_void()
+        _DepthwiseBody(self, body, module).emit()
+
+
+class _DepthwiseBody(_Body):
+    """`name.body(args, unit)`: output rows [r0, r1) of one batch index."""
+
+    p: DepthwisePlan
+
+    def emit(self) -> None:
+        p, b, v = self.p, self.b, self.v
+        argv = self.fn.args[0]
+        ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=ir.PointerType()), typ=ir.PointerType()) for i in range(3 + len(p.extra))]
+        self.A, self.B, self.C = ptrs[:3]
+        self.E = ptrs[3:]
+        self.t_eb = [self.table(e.b) for e in p.extra]
+        self.t_em = [self.table(e.r) for e in p.extra]
+        self.e_kind = [_pattern(e.k) for e in p.extra]
+        self.t_en = [self.table(e.k, p.n + p.lanes, I32) for e in p.extra]
+        t_ab, t_bb, t_cb = (self.table(o.b) for o in (p.a, p.b, p.c))
+        t_rows = self.table(p.row_starts)
+        u = self.fn.args[1]
+        bi = b.udiv(u, _c(p.row_blocks))
+        r0 = b.mul(b.urem(u, _c(p.row_blocks)), _c(p.rows_per_unit))
+        r1 = self.smin(b.add(r0, _c(p.rows_per_unit)), _c(p.rows))
+        ab, bb = self.at(t_ab, bi), self.at(t_bb, bi)
+        cb = b.add(self.at(t_cb, bi), _c(int(p.c.r[0])))
+        weights = [v.splat(b.load(self.fptr(self.A, b.add(ab, _c(int(off)))), typ=F32)) for off in p.a.k]
+        width, lanes = p.width, p.lanes
+        full = width // lanes * lanes
+
+        def row(r: ir.Value) -> None:
+            src = b.add(bb, self.at(t_rows, r))
+            col0 = b.mul(r, _c(width))
+
+            def vector(q: ir.Value, count: int | None) -> None:
+                mask = None if count is None else self.lane_mask(_c(count))
+                base = b.add(src, b.mul(q, _c(p.step)))
+                acc = v.const(0.0)
+                for w, off in zip(weights, p.b.k):
+                    acc = v.fma(w, self.load_b(b.add(base, _c(int(off))), count), acc)
+                col = b.add(col0, q)
+                out = self.epilogue(acc, bi, _c(0), col, 0, 0, mask)
+                self.vstore(out, self.fptr(self.C, b.add(cb, col)), mask)
+
+            if full:
+                self.loop(_c(0), _c(full), lanes, lambda q: vector(q, None), "dwq")
+            if width > full:
+                vector(_c(full), width - full)
+
+        self.loop(r0, r1, 1, row, "dwr")
+        b.ret_void()
+
+    def load_b(self, offset: ir.Value, count: int | None) -> ir.Value:
+        """B[offset + step * l] for lanes l < count (all lanes if None)."""
+        p, b = self.p, self.b
+        lanes, step = p.lanes, p.step
+        n = lanes if count is None else count
+        if step == 1:
+            return self.vload(self.fptr(self.B, offset), None if count is None else self.lane_mask(_c(count)))
+        if step == 2:  # the even lanes of 2n - 1 contiguous values
+            lo = self.vload(self.fptr(self.B, offset), self.lane_mask(_c(2 * n - 1)))
+            hi = self.vload(self.fptr(self.B, b.add(offset, _c(lanes))), self.lane_mask(_c(2 * n - 1 - lanes)))
+            return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2))))
+        offs = ir.Constant(ir.VectorType(ir.IntType(64), lanes), [step * l for l in range(lanes)])
+        return self.gather(self.fptr(self.B, offset), offs, self.lane_mask(_c(n)))
