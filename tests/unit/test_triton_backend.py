@@ -138,6 +138,25 @@ def test_softmax_group_looped_row(rng):
     assert "for r0 in range(0, 9000, 1024):" in compiled.source
 
 
+SCALAR_CASES = [
+    ("reducesum-all", "ReduceSum", {"x": (3, 4)}, {"keepdims": 0}),
+    ("reducesum-all-looped", "ReduceSum", {"x": (30, 400)}, {"keepdims": 0}),
+    ("reducemax-keepdims", "ReduceMax", {"x": (3, 4)}, {"keepdims": 1}),
+    ("matmul-vectors", "MatMul", {"a": (40,), "b": (40,)}, {}),
+    ("nll-mean", "NegativeLogLikelihoodLoss", {"x": (3, 5), "t": (3,)}, {"reduction": "mean"}),
+    ("nll-sum", "NegativeLogLikelihoodLoss", {"x": (3, 5), "t": (3,)}, {"reduction": "sum"}),
+    ("softmax-ce-mean", "SoftmaxCrossEntropyLoss", {"x": (3, 5), "t": (3,)}, {"reduction": "mean"}),
+]
+
+
+@pytest.mark.parametrize("op_type,shapes,attrs", [pytest.param(*c[1:], id=c[0]) for c in SCALAR_CASES])
+def test_reduction_to_one_element(rng, op_type, shapes, attrs):
+    """A result of one element is stored from a [rows, 1] block through a block of pointers."""
+    _lowered(op_type)
+    inputs = {n: rng.integers(0, 5, s).astype(np.int64) if n == "t" else _f(rng, *s) for n, s in shapes.items()}  # 5 classes
+    _check(single_node_model(op_type, inputs, **attrs), inputs)
+
+
 def test_contraction_group_epilogue(rng):
     """Gemm, bias and Gelu in one kernel, the MLP example as the fuse pass groups it."""
     _lowered("MatMul", "Add", "Relu")

@@ -598,8 +598,17 @@ class Tile:
         text = value.text
         if TL_TYPES[view.dtype] != value.ty:
             text = f"{text}.to({TL_TYPES[view.dtype]})"
-        mask = self.mask(list(dims))
-        self.buf.writeline(f"tl.store({view.buffer} + {self.offset(form)}, {text}" + (f", mask={mask})" if mask else ")"))
+        offset, mask = self.offset(form), self.mask(list(dims))
+        if not form.coefs:
+            # One element (a 0-d result, or a view of one with stride 0): the value
+            # may still be a block ([rows, 1] after a reduction), and Triton stores a
+            # block only through a block of pointers. The flat index of the tile's
+            # extent-1 axes is that block: 0 on every lane in bounds.
+            single = [a for a in self.axes if all(self.extents[d] == 1 for d in a.dims)]
+            offset = " + ".join([a.offsets for a in single] + ([offset] if form.const else [])) or offset
+            masks = list(dict.fromkeys(m for m in [*(a.mask for a in single), mask] if m))
+            mask = " & ".join(f"({m})" if " " in m and len(masks) > 1 else m for m in masks) or None
+        self.buf.writeline(f"tl.store({view.buffer} + {offset}, {text}" + (f", mask={mask})" if mask else ")"))
 
 
 def _dtype_of(value: SSAValue) -> np.dtype:
