@@ -41,15 +41,19 @@ def einsum(op: EinsumOp, inputs: Sequence[np.ndarray]) -> np.ndarray:
         var: np.arange(extents[var]).reshape([-1 if i == n else 1 for i in range(len(order))])
         for n, var in enumerate(order)
     }
+    dtype = type_to_numpy(op.result_type().get_element_type())
+    # An f16 reduction computes and accumulates in f32 and rounds once, as the CPU code
+    # and onnxruntime do; bit formats compute in f32 / i32 anyway.
+    wide = dtype == np.float16 and op.reduce_op is not None
     gathered = []
     for array, exprs in zip(inputs, op.input_exprs):
         index = tuple(
             sum((grid[v] * c for v, c in e.terms), np.full([1] * len(order), e.const)) for e in exprs
         )
         picked = array[index] if exprs else np.broadcast_to(array, [1] * len(order))
-        gathered.append(picked.astype(compute_dtype(picked.dtype), copy=False))  # bit formats in f32 / i32
-    dtype = type_to_numpy(op.result_type().get_element_type())
-    value = mapexpr.evaluate(op.map_expr, gathered, compute_dtype(dtype))
+        ty = np.dtype(np.float32) if wide and picked.dtype == np.float16 else compute_dtype(picked.dtype)
+        gathered.append(picked.astype(ty, copy=False))
+    value = mapexpr.evaluate(op.map_expr, gathered, np.dtype(np.float32) if wide else compute_dtype(dtype))
     value = np.broadcast_to(value, [extents[v] for v in order])
     n_out = len(op.output_vars)
     if op.reduce_op is not None and len(order) > n_out:

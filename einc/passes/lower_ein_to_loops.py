@@ -298,12 +298,13 @@ class _Emitter:
         `step(ivs, value)` (an accumulator in a register); returns its final value."""
         if not vars_:
             return step(ivs, init)
+        bounds = self.index(0), self.index(extents[vars_[0]]), self.index(1)  # first, so they go to the top
         body = Block(arg_types=[IndexType(), init.type])
         body.args[0].name_hint = vars_[0]
         outer, self.block = self.block, body
         self.emit(scf.YieldOp(self.carried_loops(vars_[1:], extents, {**ivs, vars_[0]: body.args[0]}, body.args[1], step)))
         self.block = outer
-        return self.emit(scf.ForOp(self.index(0), self.index(extents[vars_[0]]), self.index(1), [init], Region(body)))
+        return self.emit(scf.ForOp(*bounds, [init], Region(body)))
 
     def linear(self, coeffs: dict[str, int], const: int, ivs: dict[str, SSAValue]) -> SSAValue:
         """`sum(c * iv) + const` as index arithmetic."""
@@ -570,7 +571,8 @@ class _FunctionLowering:
             e.loops(op.output_vars, extents, lambda ivs: e.store(mapped(ivs), out, e.offset(out, out_exprs, ivs)))
             return
         fold = mapexpr.Call(reduce, (mapexpr.Input(0), mapexpr.Input(1)))
-        if out.elem in BIT_FORMATS:  # accumulate in the compute type and round once, not at every step
+        if out.elem in BIT_FORMATS or isinstance(out.elem, Float16Type):
+            # accumulate in the compute type (f32) and round once, not at every step, as onnxruntime does
 
             def step(ivs: dict[str, SSAValue], acc: SSAValue) -> SSAValue:
                 return e.scalar_expr(fold, [acc, mapped(ivs)], elem)

@@ -86,7 +86,8 @@ class OutlineLoopNests(ModulePass):
             if not any(isinstance(a.type, MemRefType) for a in fn.args):
                 continue
             last: Operation = fn
-            nests = [inner for inner in fn.body.block.ops if isinstance(inner, NESTS)]
+            # a nest with results (a reduction carried in a register to a 0-d output) stays: its value is read here
+            nests = [inner for inner in fn.body.block.ops if isinstance(inner, NESTS) and not inner.results]
             for k, nest in enumerate(nests):
                 callee = outline(fn, nest, f"{fn.sym_name.data}_nest{k}")
                 op.body.block.insert_op_after(callee, last)

@@ -251,6 +251,31 @@ def test_bf16_arithmetic_computes_in_f32():
     _same(compiled["r"], np.asarray(a.max()))
 
 
+F16_REDUCTIONS = {
+    "reducesum-0d": (helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0), [("a", [4, 300])]),
+    "reducesum-rows": (helper.make_node("ReduceSum", ["a", "axes"], ["y"]), [("a", [4, 300])]),
+    "matmul": (helper.make_node("MatMul", ["a", "b"], ["y"]), [("a", [4, 300]), ("b", [300, 3])]),
+    "conv": (helper.make_node("Conv", ["a", "b"], ["y"]), [("a", [1, 40, 6, 6]), ("b", [2, 40, 3, 3])]),
+}
+
+
+@pytest.mark.parametrize("case", list(F16_REDUCTIONS))
+def test_f16_reductions_accumulate_in_f32(case):
+    """f16 contractions and reductions sum in f32 and round once, as onnxruntime does:
+    sums past 1024 (f16's ulp there is 1) of values near 1 lose every fraction when
+    each step rounds to f16. Interpreter and compiled code within one f16 ulp of
+    onnxruntime's f32 result (f32 sums in another order)."""
+    node, shapes = F16_REDUCTIONS[case]
+    axes = [numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    rng = np.random.default_rng(9)
+    feeds = {n: (1 + rng.random(s) / 4).astype(np.float16) for n, s in shapes}
+    model = _model([node], [(n, T.FLOAT16, s) for n, s in shapes], [("y", T.FLOAT16)], initializers=axes)
+    f32 = _model([node], [(n, T.FLOAT, s) for n, s in shapes], [("y", T.FLOAT)], initializers=axes)
+    want = ort_run(f32, {n: v.astype(np.float32) for n, v in feeds.items()})["y"].astype(np.float16)
+    for got in _both(model, feeds):
+        _close(got, want, rtol=2**-10)
+
+
 def test_triton_refuses_formats_it_has_no_type_for():
     from einc.diagnostics import EincError
 
