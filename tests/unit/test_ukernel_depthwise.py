@@ -75,9 +75,12 @@ def test_depthwise_against_onnxruntime(case):
         np.testing.assert_allclose(ours[name], value, rtol=RTOL, atol=ATOL)
 
 
-def test_channel_multiplier_and_dense_convs_stay_gemm():
-    """Two outputs per group (M = 2) and a dense convolution are GEMMs."""
+def test_channel_multiplier_dense_convs_and_vector_products_stay_gemm():
+    """Two outputs per group (M = 2), a dense convolution and a vector-matrix product are GEMMs."""
     assert "depthwise" not in _kinds(_model((1, 4, 10, 12), 3, 1, 1, mult=2))
     spec = {"vars": {"co": 8, "p": 4, "q": 4, "ci": 3, "r": 3, "s": 3}, "m": ["co"], "n": ["p", "q"], "k": ["ci", "r", "s"],
             "a": {"coef": {}}, "b": {"coef": {"p": 6, "q": 1}}}
     assert not fits(spec)
+    gemv = {"vars": {"n": 96, "k": 24}, "batch": [], "m": [], "n": ["n"], "k": ["k"], "a": {"coef": {"k": 1}}, "b": {"coef": {"n": 24, "k": 1}}}
+    assert not fits(gemv)
+    assert fits({**gemv, "vars": {"g": 4, "n": 96, "k": 24}, "batch": ["g"], "b": {"coef": {"g": 9, "n": 2, "k": 1}}})

@@ -32,6 +32,8 @@ from einc.backends.llvm.ukernels.vector import F32, I32
 
 MAX_TAPS = 64
 """Taps kept in registers as splats (a 7x7 kernel is 49); beyond this the GEMM is no worse."""
+MAX_STEP = 4
+"""Largest stride along the output row read by the kernel (beyond 2 by gathers)."""
 UNIT_OUTPUTS = 4096
 """Output pixels per unit of work at least (a unit re-loads its channel's weights)."""
 
@@ -46,14 +48,17 @@ def _row_layout(offsets: np.ndarray, width: int) -> tuple[np.ndarray, int] | Non
 
 
 def fits(spec: dict[str, Any]) -> bool:
-    """One output row per batch index, few taps, operands not packed, B affine along the output row."""
+    """Batch indices (channels) with one output row each, few taps, B affine with a small stride along the row."""
     ext = spec["vars"]
     if math.prod(ext[v] for v in spec["m"]) != 1 or math.prod(ext[v] for v in spec["k"]) > MAX_TAPS:
         return False
     if spec["a"].get("packed") or spec["b"].get("packed"):
         return False
+    if math.prod(ext[v] for v in spec["batch"]) == 1:
+        return False  # no channels: a vector-matrix product, where the GEMM's prepacked weight wins
     coef = {v: int(c) for v, c in spec["b"]["coef"].items()}
-    return _row_layout(offset_table(ext, spec["n"], coef), ext[spec["n"][-1]]) is not None
+    layout = _row_layout(offset_table(ext, spec["n"], coef), ext[spec["n"][-1]])
+    return layout is not None and 0 < layout[1] <= MAX_STEP
 
 
 class DepthwisePlan(GemmPlan):
