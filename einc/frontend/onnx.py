@@ -324,9 +324,28 @@ def _inference_copy(
         value_info=g.value_info,
         initializer=[t for t in g.initializer if _numel(t) <= INLINE_LIMIT],
     )
+    _spell_out_defaults(graph)
     return onnx.ModelProto(
         ir_version=model.ir_version, opset_import=model.opset_import, graph=graph
     )
+
+
+INFERENCE_DEFAULTS: dict[str, dict[str, int]] = {"STFT": {"onesided": 1}}
+"""Schema defaults that onnx 1.23's shape inference misreads when the attribute is
+missing (it takes STFT's onesided as 0), so the copy it infers spells them out."""
+
+
+def _spell_out_defaults(graph: GraphProto) -> None:
+    """Write INFERENCE_DEFAULTS into the nodes (and subgraphs) of an inference copy."""
+    for node in graph.node:
+        present = {a.name for a in node.attribute}
+        if node.domain in DEFAULT_DOMAINS:
+            for name, value in INFERENCE_DEFAULTS.get(node.op_type, {}).items():
+                if name not in present:
+                    node.attribute.append(onnx.helper.make_attribute(name, value))
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                _spell_out_defaults(sub)
 
 
 def _numel(t: TensorProto) -> int:

@@ -510,3 +510,26 @@ def test_branch_that_cannot_run_on_these_shapes_gives_nan():
     np.testing.assert_allclose(got, want, rtol=1e-5)
     got, want = results[False]
     assert want is None and got.shape == (1, 4) and np.isnan(got).all()
+
+
+def test_stft_without_onesided_infers_the_schema_default():
+    """onnx 1.23's shape inference reads a missing onesided as 0 (16 bins, which
+    then clash with the declared 9); the schema's default is 1. The importer's
+    inference copy spells it out; the user's model is left as it was."""
+    signal = h.make_tensor_value_info("x", T.FLOAT, [1, 64, 1])
+    window = h.make_tensor_value_info("w", T.FLOAT, [16])
+    node = h.make_node("STFT", ["x", "step", "w"], ["y"])
+    graph = h.make_graph([node], "g", [signal, window], [h.make_tensor_value_info("y", T.FLOAT, [1, 7, 9, 2])],
+                         [init("step", np.array(8, np.int64))])
+    m = h.make_model(graph, ir_version=10, opset_imports=[h.make_opsetid("", 17)])
+    assert [(n, s) for n, s, _ in import_model(m).outputs] == [("y", (1, 7, 9, 2))]
+    assert not m.graph.node[0].attribute
+
+    import onnxruntime as ort
+
+    import einc
+
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.standard_normal((1, 64, 1)).astype(np.float32), "w": np.hanning(16).astype(np.float32)}
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(einc.compile(m, cache=False).run(feeds)["y"], want, rtol=1e-4, atol=1e-5)
