@@ -62,6 +62,9 @@ CASES = [
     ("conv-1x1", "Conv", lambda r: {"x": _f(r, 1, 40, 7, 7)}, lambda r: {"w": _f(r, 24, 40, 1, 1), "b": _f(r, 24)}, {}),
     ("conv-grouped-depth", "Conv", lambda r: {"x": _f(r, 1, 8, 9, 9)}, lambda r: {"w": _f(r, 16, 4, 3, 3)}, {"group": 2}),
     ("conv-image-rows", "Conv", lambda r: {"x": _f(r, 2, 4, 30, 40)}, lambda r: {"w": _f(r, 8, 4, 3, 3), "b": _f(r, 8)}, {"pads": [1, 1, 1, 1]}),
+    ("conv-stride2-runs", "Conv", lambda r: {"x": _f(r, 1, 5, 23, 29)}, lambda r: {"w": _f(r, 18, 5, 3, 3), "b": _f(r, 18)}, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("conv-7x7-stride2", "Conv", lambda r: {"x": _f(r, 1, 3, 40, 40)}, lambda r: {"w": _f(r, 16, 3, 7, 7)}, {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    ("conv-1x1-stride2", "Conv", lambda r: {"x": _f(r, 2, 12, 14, 14)}, lambda r: {"w": _f(r, 20, 12, 1, 1)}, {"strides": [2, 2]}),
     ("conv-depthwise", "Conv", lambda r: {"x": _f(r, 1, 6, 20, 21)}, lambda r: {"w": _f(r, 6, 1, 3, 3), "b": _f(r, 6)}, {"group": 6, "pads": [1, 1, 1, 1]}),
 ]
 
@@ -149,8 +152,11 @@ def test_two_runs_of_columns():
 
     # a 6-wide image row: chunks of 4 columns are 1 run (0-3), 2 runs (4,5 | 6,7), ...
     offsets = np.array([r * 8 + q for r in range(3) for q in range(6)])  # row stride 8 (padded)
-    split, first, second = two_runs(offsets, 4, 5)
-    assert split[0] == 4 and first[0] == 0
+    split, first, second, step = two_runs(offsets, 4, 5)
+    assert split[0] == 4 and first[0] == 0 and step[0] == 1
     assert split[1] == 2 and first[1] == 4 and second[1] + 2 == 8  # lanes 2, 3 read 8, 9
     assert split[4] == 4  # the last chunk: its two real columns are one run
-    assert two_runs(np.array([0, 5, 10, 15]), 4, 1)[0][0] == 0  # strided: a gather
+    # stride 2 (a strided convolution's columns), 3 per output row, rows 20 apart
+    split, first, second, step = two_runs(np.array([r * 20 + 2 * q for r in range(2) for q in range(3)]), 4, 2)
+    assert step[0] == 2 and split[0] == 3 and second[0] + 2 * 3 == 20
+    assert two_runs(np.array([0, 5, 10, 15]), 4, 1)[0][0] == 0  # stride 5: a gather

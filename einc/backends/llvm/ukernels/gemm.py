@@ -509,17 +509,16 @@ class _Body:
                 value = self.gather(self.fptr(self.B, koff), offs, mask)
                 b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
-            def k_two_runs(kk: ir.Value, j: int, split: ir.Value, first: ir.Value, second: ir.Value) -> None:
-                """16 columns that are two contiguous runs (an image row's end, the next row's start):
-                two masked loads instead of a 16-lane gather."""
+            def k_two_runs(kk: ir.Value, j: int, split: ir.Value, first: ir.Value, second: ir.Value, step: int) -> None:
+                """16 columns that are two runs of stride `step` (an image row's end, the next row's
+                start): masked loads (and at stride 2 an even-lane shuffle) instead of a gather."""
                 kg = b.add(pc, kk)
                 koff = b.add(bb, self.at(self.t_bk, kg))
                 ok = b.icmp_signed("<", kg, _c(p.k))
-                col = b.add(jr, _c(j * lanes))
-                valid = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
+                count = b.select(ok, b.sub(n1, b.add(jr, _c(j * lanes))), _c(0))
                 head = self.lane_mask(split)
-                v1 = self.vload(self.fptr(self.B, b.add(koff, first)), b.and_(valid, head))
-                v2 = self.vload(self.fptr(self.B, b.add(koff, second)), b.and_(valid, b.not_(head)))
+                v1 = self.strided_run(b.add(koff, first), _c(0), self.smin(split, count), step)
+                v2 = self.strided_run(b.add(koff, second), split, count, step)
                 b.store(b.select(head, v1, v2), self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
             def general() -> None:
@@ -527,12 +526,18 @@ class _Body:
                     chunk = b.udiv(b.add(jr, _c(j * lanes)), _c(lanes))
                     split = self.at(self.t_split, chunk)
                     first, second = self.at(self.t_run1, chunk), self.at(self.t_run2, chunk)
+
+                    def runs(step: int, j=j, split=split, first=first, second=second) -> None:
+                        self.loop(_c(0), kc, 1, lambda kk: k_two_runs(kk, j, split, first, second, step), f"pb{step}")
+
+                    if self.strides == {1}:
+                        two = lambda: runs(1)  # noqa: E731
+                    else:  # strided convolutions: runs of stride 2 in chunks the table marks
+                        two = lambda chunk=chunk: self.if_(  # noqa: E731
+                            b.icmp_signed("==", self.at(self.t_step, chunk), _c(2)), lambda: runs(2), lambda: runs(1)
+                        )
                     self.if_(
-                        b.icmp_signed("!=", split, _c(0)),
-                        lambda j=j, split=split, first=first, second=second: self.loop(
-                            _c(0), kc, 1, lambda kk: k_two_runs(kk, j, split, first, second), "pb2"
-                        ),
-                        lambda j=j: self.loop(_c(0), kc, 1, lambda kk: k_general(kk, j), "pbg"),
+                        b.icmp_signed("!=", split, _c(0)), two, lambda j=j: self.loop(_c(0), kc, 1, lambda kk: k_general(kk, j), "pbg")
                     )
 
             self.if_(
@@ -543,9 +548,22 @@ class _Body:
 
         if not hasattr(self, "t_bn32"):
             self.t_bn32 = self.table(p.b.r, p.n_panels * p.nr + lanes, I32)
-            split, run1, run2 = two_runs(p.b.r, lanes, p.n_panels * p.nr // lanes)
+            split, run1, run2, step = two_runs(p.b.r, lanes, p.n_panels * p.nr // lanes)
             self.t_split, self.t_run1, self.t_run2 = self.table(split), self.table(run1), self.table(run2)
+            self.t_step, self.strides = self.table(step), set(step[split != 0].tolist()) or {1}
         self.loop(n0, n1, nr, panel, "pbn")
+
+    def strided_run(self, base: ir.Value, start: ir.Value, stop: ir.Value, step: int) -> ir.Value:
+        """Lanes l in [start, stop) hold B[base + step * l], the others 0 (step 1 or 2)."""
+        b, lanes = self.b, self.p.lanes
+        if step == 1:
+            return self.vload(self.fptr(self.B, base), b.and_(self.lane_mask(stop), b.not_(self.lane_mask(start))))
+        lo, hi = b.mul(start, _c(2)), b.sub(b.mul(stop, _c(2)), _c(1))  # elements [2 start, 2 stop - 1)
+        halves = [
+            self.vload(self.fptr(self.B, b.add(base, _c(h))), b.and_(self.lane_mask(b.sub(hi, _c(h))), b.not_(self.lane_mask(b.sub(lo, _c(h))))))
+            for h in (0, lanes)
+        ]
+        return b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2))))
 
     def _splat_bool(self, cond: ir.Value) -> ir.Value:
         lanes = self.p.lanes
@@ -709,25 +727,29 @@ class _Body:
         return self._firsts[id(table)]
 
 
-def two_runs(offsets: np.ndarray, lanes: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per chunk of `lanes` columns: (split, first, second) when lanes [0, split) read
-    first + l and lanes [split, lanes) read second + l (one or two contiguous runs;
-    columns past the end do not count), else split 0 (a gather)."""
+def two_runs(offsets: np.ndarray, lanes: int, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per chunk of `lanes` columns: (split, first, second, step) when lanes [0, split) read
+    first + step * l and lanes [split, lanes) read second + step * l (one or two runs of
+    stride 1 or 2; columns past the end do not count), else split 0 (a gather)."""
     split = np.zeros(chunks, np.int64)
     first = np.zeros(chunks, np.int64)
     second = np.zeros(chunks, np.int64)
+    steps = np.ones(chunks, np.int64)
     for c in range(chunks):
         part = offsets[c * lanes : (c + 1) * lanes]
         if not len(part):
             continue
         lane = np.arange(len(part))
-        breaks = np.nonzero(np.diff(part - lane))[0]
-        if len(breaks) > 1:
+        for step in (1, 2):
+            breaks = np.nonzero(np.diff(part - step * lane))[0]
+            if len(breaks) <= 1:
+                break
+        else:
             continue
         s = int(breaks[0]) + 1 if len(breaks) else lanes
-        split[c], first[c] = s, part[0]
-        second[c] = part[s] - s if s < len(part) else part[0]
-    return split, first, second
+        split[c], first[c], steps[c] = s, part[0], step
+        second[c] = part[s] - step * s if s < len(part) else part[0]
+    return split, first, second, steps
 
 
 def _opaque(value: ir.Value) -> ir.Value:
