@@ -160,3 +160,12 @@ def test_two_runs_of_columns():
     split, first, second, step = two_runs(np.array([r * 20 + 2 * q for r in range(2) for q in range(3)]), 4, 2)
     assert step[0] == 2 and split[0] == 3 and second[0] + 2 * 3 == 20
     assert two_runs(np.array([0, 5, 10, 15]), 4, 1)[0][0] == 0  # stride 5: a gather
+
+
+@pytest.mark.parametrize(("cout", "hw"), [(128, (8, 12)), (136, (9, 10))], ids=["exact", "edges"])
+def test_conv_register_tile_8x48(cout, hw, rng):
+    """Convolutions whose M x N pads less in 8 x 48 tiles than 14 x 32 get them (edge tiles included)."""
+    feeds = {"x": _f(rng, 1, 6, *hw)}
+    model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, 6, 3, 3), "b": _f(rng, cout)}, pads=[1, 1, 1, 1])
+    (spec,) = _check(model, feeds, kernels=1)
+    assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == (8, 48)
