@@ -72,6 +72,12 @@ class ImportedModel:
     source: str
     """The model's file, or `<model>` for a ModelProto, for diagnostics."""
 
+    def __post_init__(self) -> None:
+        # passes that compute on weights (fold-weights) find the table through the module
+        from einc.passes.fold_weights import attach_weights
+
+        attach_weights(self.module, self.weights)
+
 
 def import_model(
     model: str | os.PathLike | onnx.ModelProto,

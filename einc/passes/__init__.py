@@ -13,6 +13,7 @@ from xdsl.passes import ModulePass
 _PASS_CLASSES: dict[str, str] = {
     "onnx-to-ein": "einc.passes.onnx_to_ein:OnnxToEin",
     "defer-division": "einc.passes.defer_division:DeferDivisionPass",
+    "fold-weights": "einc.passes.fold_weights:FoldWeights",
     "fuse": "einc.passes.fuse:Fuse",
     "tile": "einc.passes.tile:Tile",
     "memplan": "einc.passes.memplan:MemPlan",

@@ -18,9 +18,12 @@ CASCADE = "onnx-to-ein"
 REWRITES = "defer-division"
 """The rewrites einc applies to cascades to cut passes (what `einc explain` compares)."""
 
-CPU_LOOPS = f"{CASCADE},{REWRITES},fuse,tile,memplan,lower-ein-to-loops"
-"""ONNX graph -> rewritten einsum cascades -> fused groups with tile sizes -> arena plan
--> loop nests on flat buffers and kernel calls."""
+FOLD = "fold-weights"
+"""Ops on weights and constants only, computed once at compile time (every target runs it)."""
+
+CPU_LOOPS = f"{CASCADE},{REWRITES},{FOLD},fuse,tile,memplan,lower-ein-to-loops"
+"""ONNX graph -> rewritten einsum cascades -> weight-only ops folded -> fused groups with
+tile sizes -> arena plan -> loop nests on flat buffers and kernel calls."""
 
 CPU_LLVM = ",".join(
     [

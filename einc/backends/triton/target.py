@@ -50,11 +50,11 @@ ALIGNMENT = 256
 
 
 def pipeline() -> str:
-    """ONNX -> rewritten cascades; `group_for_triton` then groups them for this target's
+    """ONNX -> rewritten cascades, weight-only ops folded; `group_for_triton` then groups them for this target's
     templates (the `fuse` pass groups for the CPU's f32 kernels)."""
-    from einc.passes.pipeline import CASCADE, REWRITES
+    from einc.passes.pipeline import CASCADE, FOLD, REWRITES
 
-    return f"{CASCADE},{REWRITES}"
+    return f"{CASCADE},{REWRITES},{FOLD}"
 
 
 @dataclass
