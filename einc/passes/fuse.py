@@ -195,7 +195,7 @@ def _make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[
     return group
 
 
-def fuse_contractions(block: Block) -> list[GroupOp]:
+def fuse_contractions(block: Block, declined: dict[Operation, str] | None = None) -> list[GroupOp]:
     groups = []
     for op in list(block.ops):
         if not is_contraction(op):
@@ -206,8 +206,92 @@ def fuse_contractions(block: Block) -> list[GroupOp]:
             f"contraction with {fused} elementwise op{'s' if fused != 1 else ''} fused as its epilogue "
             f"(their intermediate values are read only inside the group); the chain ends: {stop}"
         )
+        if declined and op in declined:
+            why += f"; not an attention group: {declined[op]}"
         groups.append(_make_group("contraction", chain, why))
     return groups
+
+
+# -- attention groups ----------------------------------------------------------------------
+
+ATTENTION_OPS = 12
+"""Most einsums an attention candidate takes (QK, score maps, max, exp, sum, PV, division)."""
+
+
+def attention_candidate(qk: EinsumOp) -> list[EinsumOp]:
+    """The einsums after a contraction that read its values, in program order, while they
+    could still be attention: at most ATTENTION_OPS of them, at most two contractions."""
+    members = [qk]
+    values = {qk.output}
+    op = qk.next_op
+    for _ in range(LOOKAHEAD):
+        if op is None or len(members) >= ATTENTION_OPS:
+            break
+        if any(v in values for v in op.operands) and not isinstance(op, func.ReturnOp):
+            if not isinstance(op, EinsumOp) or (is_contraction(op) and sum(map(is_contraction, members)) >= 2):
+                break
+            members.append(op)
+            values.add(op.output)
+        op = op.next_op
+    return members
+
+
+def attention_chain(qk: EinsumOp) -> tuple[list[EinsumOp] | None, str | None]:
+    """The attention cascade QK starts and its description, or (None, why the CPU kernel
+    declines it), or (None, None) where QK starts no attention.
+
+    The shortest prefix of the candidate that is a whole cascade (kernels.match_attention:
+    QK, score maps, max, exp, sum, PV, division by the sum) must read nothing but its last
+    value outside, and the kernel (ukernels/attention.py) must take it."""
+    from einc.backends.llvm.ukernels.attention import Decline, describe
+    from einc.backends.triton.kernels import NoMatch, match_attention
+
+    members = attention_candidate(qk)
+    for n in range(6, len(members) + 1):
+        ops = members[:n]
+        try:
+            match_attention(ops)
+        except NoMatch:
+            continue
+        if not closed(ops):
+            return None, "an intermediate value (scores, probabilities or sums) is read outside"
+        inside = {op.output for op in ops}
+        inputs: list[SSAValue] = []
+        for op in ops:
+            inputs += [v for v in op.inputs if v not in inside and v not in inputs]
+        try:
+            spec = describe(ops, inputs)
+        except Decline as e:
+            return None, str(e)
+        maps = len(ops) - 6
+        return ops, (
+            f"attention: QK^T, {maps} score map{'s' if maps != 1 else ''}, softmax and PV in one kernel, "
+            f"1 pass over the {spec['n']} keys (running max and sum, FlashAttention-2; the cascade needs 2 "
+            f"after defer-division, 3 before), {spec['m']} queries in blocks of {16 * spec['qv']}, "
+            f"head dims {spec['e']}/{spec['f']}, {math.prod(spec['batch'].values())} batch x head"
+        )
+    return None, None
+
+
+def fuse_attention(block: Block, enabled: bool = True) -> tuple[list[GroupOp], dict[Operation, str]]:
+    """Attention cascades -> "attention" groups; for those the kernel declines, the reason
+    (by QK einsum), which the contraction group that takes QK instead records."""
+    groups: list[GroupOp] = []
+    declined: dict[Operation, str] = {}
+    for op in list(block.ops):
+        if op.parent is not block or not is_contraction(op):
+            continue
+        ops, why = attention_chain(op)  # type: ignore[arg-type]
+        if ops is None:
+            if why:
+                declined[op] = why
+            continue
+        assert why is not None
+        if not enabled:
+            declined[op] = "the attention kernel is off (fuse{attention=false})"
+            continue
+        groups.append(_make_group("attention", ops, why))
+    return groups, declined
 
 
 # -- rows groups ---------------------------------------------------------------------------
@@ -402,11 +486,16 @@ class Fuse(ModulePass):
 
     name: ClassVar[str] = "fuse"
 
+    attention: bool = True
+    """Make "attention" groups (one FlashAttention-2 kernel); off, attention is a contraction,
+    a rows group and a contraction (for comparisons)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not fn.is_declaration:
                 # the function's body, and the branches of its ifs (Silero VAD runs inside them)
                 blocks = [fn.body.block] + [r.block for o in fn.walk() if isinstance(o, IfOp) for r in o.regions]
                 for block in blocks:
-                    fuse_contractions(block)
+                    _, declined = fuse_attention(block, self.attention)
+                    fuse_contractions(block, declined)
                     fuse_rows(block)

@@ -820,6 +820,7 @@ _PRODUCERS: dict[type[Operation], Callable[[_FunctionLowering, _Emitter, Operati
 GROUP_KERNELS: dict[str, str] = {
     "contraction": "einc.backends.llvm.ukernels.calls:ContractionCall",
     "rows": "einc.backends.llvm.ukernels.rows:RowsCall",
+    "attention": "einc.backends.llvm.ukernels.attention:AttentionCall",
 }
 """Group kind -> handler (`accepts(group)`, `lower(lowering, emitter, group)`) that
 lowers a whole group to a kernel call; groups without one (or that it declines)

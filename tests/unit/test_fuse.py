@@ -129,7 +129,8 @@ def test_rows_pass_count_agrees_with_the_analysis(rng):
 
 def test_attention_softmax_yields_exponentials_and_sums_for_the_value_contraction():
     """Scores from one contraction, a partial softmax (division deferred), the value contraction:
-    the rows group keeps max, exp and sum, and both exp and sum are its results."""
+    the rows group keeps max, exp and sum, and both exp and sum are its results (with the
+    attention kernel off: `fuse{attention=false}`)."""
     module = _parse("""
     func.func @main(%q: tensor<8x4xf32>, %k: tensor<6x4xf32>, %v: tensor<6x3xf32>) -> tensor<8x3xf32> {
       %s = ein.einsum (%q[m, e], %k[n, e]) -> [m, n] map "$0 * $1" reduce add : (tensor<8x4xf32>, tensor<6x4xf32>) -> tensor<8x6xf32>
@@ -144,12 +145,61 @@ def test_attention_softmax_yields_exponentials_and_sums_for_the_value_contractio
     rng = np.random.default_rng(0)
     feeds = {"q": rng.standard_normal((8, 4), np.float32), "k": rng.standard_normal((6, 4), np.float32), "v": rng.standard_normal((6, 3), np.float32)}
     before = _run(module, feeds, {})
-    Pipeline("fuse").apply(module)
+    Pipeline("fuse{attention=false}").apply(module)
     assert _kinds(module) == ["contraction", "rows", "contraction"]
     rows = _groups(module)[1]
     assert len(rows.outputs) == 2 and "2 passes" in rows.attributes["einc.why"].data
     assert "read by ein.group" in rows.attributes["einc.why"].data
+    assert "not an attention group: the attention kernel is off" in _groups(module)[0].attributes["einc.why"].data
     np.testing.assert_allclose(_run(module, feeds, {})[0], before[0], rtol=1e-6)
+
+
+_ATTENTION = """
+func.func @main(%q: tensor<2x8x4xf32>, %k: tensor<2x6x4xf32>, %v: tensor<2x6x3xf32>, %mask: tensor<8x6xf32>) -> tensor<2x8x3xf32> {
+  %s = ein.einsum (%q[b, m, e], %k[b, n, e]) -> [b, m, n] map "$0 * $1" reduce add : (tensor<2x8x4xf32>, tensor<2x6x4xf32>) -> tensor<2x8x6xf32>
+  %sc = ein.einsum (%s[b, m, n], %mask[m, n]) -> [b, m, n] map "$0 * 0.5 + $1" : (tensor<2x8x6xf32>, tensor<8x6xf32>) -> tensor<2x8x6xf32>
+  %mx = ein.einsum (%sc[b, m, n]) -> [b, m] reduce max : (tensor<2x8x6xf32>) -> tensor<2x8xf32>
+  %ex = ein.einsum (%sc[b, m, n], %mx[b, m]) -> [b, m, n] map "exp($0 - $1)" : (tensor<2x8x6xf32>, tensor<2x8xf32>) -> tensor<2x8x6xf32>
+  %sm = ein.einsum (%ex[b, m, n]) -> [b, m] reduce add : (tensor<2x8x6xf32>) -> tensor<2x8xf32>
+  %av = ein.einsum (%ex[b, m, n], %v[b, n, f]) -> [b, m, f] map "$0 * $1" reduce add : (tensor<2x8x6xf32>, tensor<2x6x3xf32>) -> tensor<2x8x3xf32>
+  %o = ein.einsum (%av[b, m, f], %sm[b, m]) -> [b, m, f] map "$0 / $1" : (tensor<2x8x3xf32>, tensor<2x8xf32>) -> tensor<2x8x3xf32>
+  func.return %o : tensor<2x8x3xf32>
+}
+"""
+
+
+def test_attention_becomes_one_group_of_one_pass_with_the_same_meaning():
+    """QK^T, a score map with a mask, max, exp, sum, PV and the deferred division: one
+    "attention" group whose why names its one pass over the keys."""
+    module = _parse(_ATTENTION)
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal(s, np.float32) for n, s in (("q", (2, 8, 4)), ("k", (2, 6, 4)), ("v", (2, 6, 3)), ("mask", (8, 6)))}
+    before = _run(module, feeds, {})
+    Pipeline("fuse").apply(module)
+    (group,) = _groups(module)
+    assert group.kind.data == "attention" and len(group.outputs) == 1
+    why = group.attributes["einc.why"].data
+    assert "1 score map" in why and "1 pass over the 6 keys" in why
+    np.testing.assert_allclose(_run(module, feeds, {})[0], before[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (("func.return %o : tensor<2x8x3xf32>", "func.return %o, %ex : tensor<2x8x3xf32>, tensor<2x8x6xf32>"), "read outside"),
+        (("tensor<8x6xf32>", "tensor<8x6xf16>"), "neither f32 nor bool"),
+        (('"$0 * 0.5 + $1"', '"atan($0) + $1"'), "the vector code lacks"),
+    ],
+)
+def test_attention_the_kernel_declines_falls_back_with_the_reason(change, why):
+    text = _ATTENTION.replace(*change)
+    if "tensor<2x8x6xf32>)" in change[1]:
+        text = text.replace("-> tensor<2x8x3xf32> {", "-> (tensor<2x8x3xf32>, tensor<2x8x6xf32>) {")
+    module = _parse(text)
+    Pipeline("fuse").apply(module)
+    kinds = _kinds(module)
+    assert "attention" not in kinds and kinds[0] == "contraction"
+    assert why in _groups(module)[0].attributes["einc.why"].data
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ def _attention_model(rng: np.random.Generator, seq: int, d: int, heads: int, mas
 )
 def test_transformer_layers(seq, d, heads, masked, rng):
     model, feeds = _attention_model(rng, seq, d, heads, masked)
-    assert len(_kernels(model)) >= 2  # the softmax's rows and the LayerNorms' (identical ones share a kernel)
+    assert len(_kernels(model)) >= 1  # the LayerNorms' (identical ones share a kernel); the softmax is in the attention kernel
     _check(model, feeds, rtol=1e-4, atol=1e-5)
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from llvmlite import ir
 
+from einc.backends.llvm.ukernels.attention import AttentionPlan
 from einc.backends.llvm.ukernels.depthwise import DepthwisePlan
 from einc.backends.llvm.ukernels.gemm import GemmPlan
 from einc.backends.llvm.ukernels.rows import RowsPlan
 
-KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthwise": DepthwisePlan, "rows": RowsPlan}
+KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthwise": DepthwisePlan, "rows": RowsPlan, "attention": AttentionPlan}
 """Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
 
 SPEC_ATTR = "einc.ukernel"
