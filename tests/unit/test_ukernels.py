@@ -65,6 +65,7 @@ CASES = [
     ("conv-stride2-runs", "Conv", lambda r: {"x": _f(r, 1, 5, 23, 29)}, lambda r: {"w": _f(r, 18, 5, 3, 3), "b": _f(r, 18)}, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("conv-7x7-stride2", "Conv", lambda r: {"x": _f(r, 1, 3, 40, 40)}, lambda r: {"w": _f(r, 16, 3, 7, 7)}, {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
     ("conv-1x1-stride2", "Conv", lambda r: {"x": _f(r, 2, 12, 14, 14)}, lambda r: {"w": _f(r, 20, 12, 1, 1)}, {"strides": [2, 2]}),
+    ("conv-many-channels-small-map", "Conv", lambda r: {"x": _f(r, 1, 40, 6, 5)}, lambda r: {"w": _f(r, 300, 40, 3, 3), "b": _f(r, 300)}, {"pads": [1, 1, 1, 1]}),
     ("conv-depthwise", "Conv", lambda r: {"x": _f(r, 1, 6, 20, 21)}, lambda r: {"w": _f(r, 6, 1, 3, 3), "b": _f(r, 6)}, {"group": 6, "pads": [1, 1, 1, 1]}),
 ]
 

@@ -52,6 +52,10 @@ packing and table set-up, and a late worker is the exception when cores are free
 LARGE_M = 256
 """Above this many rows KC is at most 256; below, one deep K block avoids partial sums in C
 (MLP, 64 rows: KC 1024 0.51 ms, KC 256 0.535 ms)."""
+SMALL_C = 512 * 1024
+"""Bytes of C that stay in L2 across K blocks: then KC is not capped above LARGE_M rows, since
+each K block re-reads and re-writes C (ResNet's 3x3 conv with 512 channels at 7x7, C 100 KB,
+1 thread: 18 K blocks of 256 -> 5 of 1024 was 7-13% faster in 5 runs at load 3-4)."""
 SERIAL_FLOPS = 4_000_000
 """Contractions smaller than this run on the calling thread alone (a few microseconds)."""
 STACK_BLOCK = 1 << 20
@@ -98,7 +102,7 @@ class GemmPlan:
         self.n = math.prod(ext[v] for v in spec["n"])
         self.k = math.prod(ext[v] for v in spec["k"])
         self.kp = -(-self.k // KU) * KU
-        if self.m > LARGE_M:  # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s)
+        if self.m > LARGE_M and self.m * self.n * 4 > SMALL_C:  # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s)
             self.kc = min(self.kc, 256)
         self.kc = min(self.kc, self.kp)
 
