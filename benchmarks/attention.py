@@ -49,7 +49,7 @@ def model(heads: int, seq: int, d: int, causal: bool) -> onnx.ModelProto:
 def compile_three_kernels(proto: onnx.ModelProto):
     """einc with the attention group off (the pipeline before the attention kernel)."""
     import einc
-    import einc.backends.llvm.target as target
+    from einc.backends.llvm import target
 
     old = target.CPU_LOOPS
     target.CPU_LOOPS = old.replace("fuse,", "fuse{attention=false},")
@@ -80,15 +80,15 @@ def main() -> None:
         ref = session.run(None, feeds)[0]
         for engine in (fused, three):
             np.testing.assert_allclose(engine.run(feeds)["y"], ref, rtol=1e-4, atol=1e-5)
-        engines = {"kernel": lambda: fused.run(feeds), "three": lambda: three.run(feeds), "ort": lambda: session.run(None, feeds)}
+        engines = {"kernel": fused.run, "three": three.run, "ort": lambda f, s=session: s.run(None, f)}
         times: dict[str, list[float]] = {k: [] for k in engines}
         for _ in range(3):
             for fn in engines.values():
-                fn()
+                fn(feeds)
         for _ in range(args.runs):
             for name, fn in engines.items():
                 start = time.perf_counter()
-                fn()
+                fn(feeds)
                 times[name].append(time.perf_counter() - start)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         print(f"| {heads} x {seq} x {d} | {'causal' if causal else 'none'} | {med['kernel']:.3f} ms | {med['three']:.3f} ms | "

@@ -34,17 +34,28 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import llvmlite.ir as ir
 import numpy as np
+from llvmlite import ir
 from xdsl.dialects import func
-from xdsl.dialects.builtin import Float32Type, IntegerType, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import (
+    Float32Type,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+)
 from xdsl.ir import SSAValue
 
 from einc.backends.llvm.ukernels.gemm import offset_table
 from einc.backends.llvm.ukernels.pool import BODY, add_pool
-from einc.backends.llvm.ukernels.vector import EPILOGUE_FUNCTIONS, F32, I32, VectorEmitter
+from einc.backends.llvm.ukernels.vector import (
+    EPILOGUE_FUNCTIONS,
+    F32,
+    I32,
+    VectorEmitter,
+)
 from einc.ir import mapexpr
 from einc.ir.ein import ConstantOp, EinsumOp, GroupOp, ReshapeOp
+from einc.ir.indexexpr import IndexExpr
 
 if TYPE_CHECKING:
     from einc.passes.lower_ein_to_loops import _Emitter, _FunctionLowering
@@ -162,7 +173,7 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
     }
     if spec["q"]["coef"].get(n_dim) or spec["k"]["coef"].get(m_dim) or spec["v"]["coef"].get(m_dim):
         raise Decline("Q depends on the keys or K/V on the queries")
-    out_coef, out_const = _coefficients([_ix(d) for d in space.dims[final]], {d: d for d in space.dims[final]}, _shape(final))
+    out_coef, out_const = _coefficients([IndexExpr.var(d) for d in space.dims[final]], {d: d for d in space.dims[final]}, _shape(final))
     spec["out"] = {"coef": out_coef, "const": out_const}
     # The score maps, composed: $0 is QK (its constant factor applied), $1.. the masks.
     scale = contraction_scale(att.qk) or 1.0
@@ -170,7 +181,7 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
     values: dict[SSAValue, mapexpr.Expr] = {att.qk.output: expr}
     extras: list[dict[str, Any]] = []
     for op in att.scores:
-        missing = {f for f in _functions(op.map_expr)} - EPILOGUE_FUNCTIONS
+        missing = _functions(op.map_expr) - EPILOGUE_FUNCTIONS
         if missing:
             raise Decline(f"a score map uses {', '.join(sorted(missing))}, which the vector code lacks")
         if set(space.dims[op.output]) != set(s_dims):
@@ -204,12 +215,6 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
     if scratch > MAX_SCRATCH:
         raise Decline(f"head dims {spec['e']}/{spec['f']} need {scratch} bytes of scratch per unit (at most {MAX_SCRATCH})")
     return spec
-
-
-def _ix(dim: str) -> Any:
-    from einc.ir.indexexpr import IndexExpr
-
-    return IndexExpr.var(dim)
 
 
 def _functions(expr: mapexpr.Expr) -> set[str]:
