@@ -18,6 +18,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import einc
+from einc.backends.llvm.ukernels import plan
 from einc.backends.llvm.ukernels.depthwise import fits
 from einc.frontend.onnx import import_model
 from einc.passes import Pipeline
@@ -49,6 +50,13 @@ def _kinds(model: onnx.ModelProto) -> list[str]:
     return [json.loads(op.attributes["einc.ukernel"].data)["kind"] for op in module.ops if "einc.ukernel" in op.attributes]
 
 
+def _plan(model: onnx.ModelProto):
+    module = import_model(model).module
+    Pipeline(CPU_LOOPS).apply(module)
+    (spec,) = [op.attributes["einc.ukernel"].data for op in module.ops if '"depthwise"' in getattr(op.attributes.get("einc.ukernel"), "data", "")]
+    return plan(spec)
+
+
 # (id, input shape, kernel, stride, pad, dilation, activation)
 CASES = [
     ("3x3-s1-wide", (1, 24, 40, 70), 3, 1, 1, 1, "Relu"),
@@ -60,15 +68,22 @@ CASES = [
     ("3x3-dilated", (1, 8, 19, 37), 3, 1, 2, 2, None),
     ("batch-2", (2, 6, 21, 18), 3, 1, 1, 1, "Relu"),
     ("few-channels-many-rows", (1, 2, 120, 100), 3, 1, 1, 1, "Relu"),
+    # above the serial threshold: units on the pool's threads (channels; rows of 2 channels)
+    ("threads-channels", (1, 32, 96, 100), 3, 1, 1, 1, "Relu"),
+    ("threads-rows-of-few-channels", (1, 2, 480, 300), 3, 1, 1, 1, None),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_depthwise_against_onnxruntime(case):
+def test_depthwise_against_onnxruntime(case, monkeypatch):
     _, shape, k, stride, pad, dilation, activation = case
+    if case[0].startswith("threads"):
+        monkeypatch.setenv("EINC_NUM_THREADS", "2")
     model = _model(shape, k, stride, pad, dilation, activation)
     kinds = _kinds(model)
     assert "depthwise" in kinds and "gemm" not in kinds
+    if case[0].startswith("threads"):
+        assert (plan := _plan(model)).units > 1 and not plan.serial
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     ours = einc.compile(model, cache=False).run({"x": x})
     for name, value in ort_run(model, {"x": x}).items():
