@@ -163,10 +163,13 @@ def test_two_runs_of_columns():
     assert two_runs(np.array([0, 5, 10, 15]), 4, 1)[0][0] == 0  # stride 5: a gather
 
 
-@pytest.mark.parametrize(("cout", "hw"), [(128, (8, 12)), (136, (9, 10))], ids=["exact", "edges"])
-def test_conv_register_tile_8x48(cout, hw, rng):
-    """Convolutions whose M x N pads less in 8 x 48 tiles than 14 x 32 get them (edge tiles included)."""
+TILE_CASES = [(128, (8, 12), (8, 48)), (136, (9, 10), (8, 48)), (132, (8, 8), (6, 64)), (130, (5, 10), (6, 64)), (140, (4, 8), (14, 32))]
+
+
+@pytest.mark.parametrize(("cout", "hw", "tile"), TILE_CASES, ids=["8x48", "8x48-edges", "6x64", "6x64-edges", "14x32"])
+def test_conv_register_tile(cout, hw, tile, rng):
+    """Convolutions take the register tile whose M x N pads least (edge tiles included)."""
     feeds = {"x": _f(rng, 1, 6, *hw)}
     model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, 6, 3, 3), "b": _f(rng, cout)}, pads=[1, 1, 1, 1])
     (spec,) = _check(model, feeds, kernels=1)
-    assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == (8, 48)
+    assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == tile
