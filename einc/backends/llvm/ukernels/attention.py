@@ -23,7 +23,8 @@ Queries along the lanes make every softmax reduction a lane-wise vector op (no
 shuffles), let K and V be read in place at any layout (one broadcast per
 element), and leave only the query count to mask; the key block (BN x BM
 scores) and the accumulator (F x BM) stay in L1. The scores never reach memory
-beyond that block. A row whose every score is -inf gives 0/0 (NaN), as the
+beyond that block. Under ROWWISE_BELOW queries (decode) a unit is one query row
+and the lanes run along the keys (when K^T is stored) or the head dim instead. A row whose every score is -inf gives 0/0 (NaN), as the
 3-pass cascade does. Units are claimed by the pool's threads (pool.py).
 """
 
@@ -690,7 +691,7 @@ class _RowBody(_AttentionBody):
         self.allocas.branch(self.start)
 
     def key_block(self, n0: ir.Value) -> None:
-        p, b, v = self.p, self.b, self.v
+        p, b = self.p, self.b
         count = self.smin(_c(LANES), b.sub(_c(p.n), n0))
         live = self.lane_mask(count)
         last = _c(p.n - 1)
