@@ -173,3 +173,13 @@ def test_conv_register_tile(cout, hw, tile, rng):
     model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, 6, 3, 3), "b": _f(rng, cout)}, pads=[1, 1, 1, 1])
     (spec,) = _check(model, feeds, kernels=1)
     assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == tile
+
+
+def test_one_n_panel_splits_m_per_thread(rng, monkeypatch):
+    """A 7x7 map in one 64-column panel: two threads take half of M each (B packed once per thread)."""
+    monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    feeds = {"x": _f(rng, 1, 16, 7, 7)}
+    model = single_node_model("Conv", feeds, initializers={"w": _f(rng, 300, 16, 3, 3), "b": _f(rng, 300)}, pads=[1, 1, 1, 1])
+    (spec,) = _check(model, feeds, kernels=1)
+    kernel = plan(spec)
+    assert (kernel.mr, kernel.nr) == (6, 64) and kernel.blocks == (2, 1) and not kernel.serial

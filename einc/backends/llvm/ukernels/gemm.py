@@ -160,9 +160,13 @@ class GemmPlan:
             threads = 1  # waking a worker costs more than it saves
         if not self.b.packed:  # the packed B block lives on the thread's stack: at most STACK_BLOCK bytes
             max_np = max(1, min(max_np, STACK_BLOCK // (self.kc * self.nr * 4)))
+        # One N panel (a 7x7 map in 6 x 64 tiles) cannot feed the threads: M in one unit per thread,
+        # each packing B once (units of MC rows packed B six times: 2 threads 22% slower). With
+        # more N panels N is split instead (M halves at 14x14 were 3-6% slower: B packed twice).
+        share = -(-self.m_panels // threads) if self.n_panels < threads else self.m_panels
         for mp in sorted({-(-self.m_panels // j) for j in range(1, self.m_panels + 1)}):
-            if mp > max_mp and (self.b.packed or mp != self.m_panels):
-                continue  # a B packed at run time is packed once per unit: units then span all of M
+            if mp > max_mp and (self.b.packed or mp not in (self.m_panels, share)):
+                continue  # a B packed at run time is packed once per unit: units then span all of M, or its share per thread
             for np_ in sorted({-(-self.n_panels // j) for j in range(1, self.n_panels + 1)}):
                 if np_ > max_np:
                     continue
