@@ -46,6 +46,7 @@ from xdsl.dialects.builtin import Float32Type, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
+from einc.analysis.cascades import NoMatch, match_attention
 from einc.backends.llvm.ukernels.vector import EPILOGUE_FUNCTIONS
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, IfOp, YieldOp
@@ -240,11 +241,10 @@ def attention_chain(qk: EinsumOp) -> tuple[list[EinsumOp] | None, str | None]:
     """The attention cascade QK starts and its description, or (None, why the CPU kernel
     declines it), or (None, None) where QK starts no attention.
 
-    The shortest prefix of the candidate that is a whole cascade (kernels.match_attention:
+    The shortest prefix of the candidate that is a whole cascade (cascades.match_attention:
     QK, score maps, max, exp, sum, PV, division by the sum) must read nothing but its last
     value outside, and the kernel (ukernels/attention.py) must take it."""
     from einc.backends.llvm.ukernels.attention import Decline, describe
-    from einc.backends.triton.kernels import NoMatch, match_attention
 
     members = attention_candidate(qk)
     for n in range(6, len(members) + 1):

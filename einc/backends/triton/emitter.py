@@ -489,7 +489,7 @@ class Tile:
     `extents` gives each canonical dim's range, `axes` how dims are laid on the
     tile; `views` the buffers of values read from memory; `values` the in-kernel
     values computed so far (tile sources). `var_map` maps each einsum's own index
-    variables to canonical dims (see kernels.Space).
+    variables to canonical dims (see analysis.cascades.Space).
     """
 
     buf: IndentedBuffer

@@ -32,6 +32,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 
+from einc.analysis.cascades import match_attention
 from einc.backends.triton.emitter import View
 from einc.backends.triton.kernels import (
     NoMatch,
@@ -39,7 +40,6 @@ from einc.backends.triton.kernels import (
     attention_kernel,
     dot_kernel,
     is_dot,
-    match_attention,
     rows_kernel,
 )
 from einc.ir.dtypes import type_to_numpy

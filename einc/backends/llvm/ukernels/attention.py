@@ -124,7 +124,7 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
     """The kernel spec of an attention cascade `ops` whose outside values are `inputs` (the
     group's arguments in order); `outer` maps an argument to the value behind it (for
     one-element constants). Raises Decline with the reason the kernel cannot run it."""
-    from einc.backends.triton.kernels import NoMatch, Space, classify, match_attention
+    from einc.analysis.cascades import NoMatch, Space, classify, match_attention
     from einc.passes.fuse import contraction_scale
 
     try:
