@@ -1107,8 +1107,8 @@ def lower_stft(b: CascadeBuilder, node: Node) -> list[SSAValue]:
     frames, bins = (signal - length) // step + 1, length // 2 + 1 if onesided else length
     if list(ty.get_shape()) != [batch, frames, bins, 2]:
         raise Unsupported(
-            f"result shape {list(ty.get_shape())}, expected {[batch, frames, bins, 2]} (onnx 1.23's shape "
-            "inference reads a missing onesided as 0, the schema's default is 1: set it explicitly)"
+            f"result shape {list(ty.get_shape())}, expected {[batch, frames, bins, 2]} from the signal, "
+            f"frame_step, frame_length and onesided={int(onesided)}"
         )
     table = _twiddles(b, [length, parts, bins, 2], length, False, False, x)
     if window is not None:
