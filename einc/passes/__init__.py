@@ -19,6 +19,7 @@ _PASS_CLASSES: dict[str, str] = {
     "memplan": "einc.passes.memplan:MemPlan",
     "lower-ein-to-loops": "einc.passes.lower_ein_to_loops:LowerEinToLoops",
     "outline-loop-nests": "einc.passes.outline_nests:OutlineLoopNests",
+    "parallel-nests": "einc.passes.parallel_nests:ParallelNests",
     "convert-arith-to-llvm": "einc.passes.convert_arith_to_llvm:ConvertArithToLLVM",
     "convert-math-to-llvm": "einc.passes.convert_math_to_llvm:ConvertMathToLLVM",
     "convert-cf-to-llvm": "einc.passes.convert_cf_to_llvm:ConvertCfToLLVM",

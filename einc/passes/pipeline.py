@@ -28,6 +28,7 @@ tile sizes -> arena plan -> loop nests on flat buffers and kernel calls."""
 CPU_LLVM = ",".join(
     [
         "outline-loop-nests",
+        "parallel-nests",
         "convert-memref-to-ptr{lower_func=true}",
         "convert-ptr-type-offsets",
         "convert-ptr-to-llvm",

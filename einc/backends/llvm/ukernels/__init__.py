@@ -17,9 +17,11 @@ from llvmlite import ir
 from einc.backends.llvm.ukernels.attention import AttentionPlan
 from einc.backends.llvm.ukernels.depthwise import DepthwisePlan
 from einc.backends.llvm.ukernels.gemm import GemmPlan
+from einc.backends.llvm.ukernels.parallel import ParallelPlan
 from einc.backends.llvm.ukernels.rows import RowsPlan
 
-KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthwise": DepthwisePlan, "rows": RowsPlan, "attention": AttentionPlan}
+KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthwise": DepthwisePlan, "rows": RowsPlan, "attention": AttentionPlan,
+                                                        "parallel": ParallelPlan}
 """Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
 
 SPEC_ATTR = "einc.ukernel"
