@@ -24,7 +24,7 @@ KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthw
                                                         "parallel": ParallelPlan}
 """Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
 
-SPEC_ATTR = "einc.ukernel"
+from einc.backends.llvm.ukernels.declare import SPEC_ATTR  # noqa: F401  (the declarations' attribute)
 
 
 def plan(spec: str | dict[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 
 from einc.backends.llvm.ukernels import depthwise
+from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr
@@ -29,7 +30,6 @@ from einc.passes.fuse import contraction_scale, epilogue_step, is_contraction
 if TYPE_CHECKING:
     from einc.passes.lower_ein_to_loops import Buffer, _Emitter, _FunctionLowering
 
-SPEC_ATTR = "einc.ukernel"
 DEFAULT_TILES = {"mr": 14, "nr": 32, "kc": 256, "mc": 112, "nc": 512, "lanes": 16}
 
 
@@ -232,16 +232,4 @@ class ContractionCall:
                 index = buffers[spec[which]["input"]].ref.index  # type: ignore[attr-defined]
                 old = lowering.roles[index].data
                 lowering.roles[index] = DictionaryAttr({**old, "pack": StringAttr(f"{which}:{text}")})
-        # Identical contractions (a transformer's layers) share one kernel: compile time is per kernel.
-        key = (json.dumps({k: v for k, v in spec.items() if k != "name"}, sort_keys=True), tuple(str(a.type) for a in args))
-        for op in module.ops:
-            if isinstance(op, func.FuncOp) and SPEC_ATTR in op.attributes:
-                other = json.loads(op.attributes[SPEC_ATTR].data)  # type: ignore[attr-defined]
-                other_types = tuple(str(t) for t in op.function_type.inputs)
-                if (json.dumps({k: v for k, v in other.items() if k != "name"}, sort_keys=True), other_types) == key:
-                    e.emit(func.CallOp(op.sym_name.data, args, []))
-                    return
-        decl = func.FuncOp.external(name, [a.type for a in args], [])
-        decl.attributes[SPEC_ATTR] = StringAttr(text)
-        module.body.block.insert_op_before(decl, lowering.fn)
-        e.emit(func.CallOp(name, args, []))
+        call_kernel(lowering, e, spec, args, "einc_gemm")

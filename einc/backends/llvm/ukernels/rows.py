@@ -30,16 +30,14 @@ axis) are declined: `lower-ein-to-loops` then lowers their einsums as loops.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llvmlite import ir
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 
+from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.backends.llvm.ukernels.pool import BODY, add_pool
 from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
 from einc.ir import mapexpr
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from einc.passes.fuse import RowSpace
     from einc.passes.lower_ein_to_loops import _Emitter, _FunctionLowering
 
-SPEC_ATTR = "einc.ukernel"
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 LANES = 16
@@ -215,23 +212,8 @@ class RowsCall:
         from einc.backends.llvm.ukernels.pool import thread_count
 
         spec["threads"] = thread_count()
-        module = lowering.fn.parent_op()
-        assert isinstance(module, ModuleOp)
         args = [lowering.buffers[v].ref for v in [*group.inputs, *group.outputs]]
-        key = json.dumps(spec, sort_keys=True)
-        types = [a.type for a in args]
-        for op in module.ops:  # identical groups (a transformer's layers) share one kernel
-            if isinstance(op, func.FuncOp) and SPEC_ATTR in op.attributes and list(op.function_type.inputs) == types:
-                other = json.loads(op.attributes[SPEC_ATTR].data)  # type: ignore[attr-defined]
-                if json.dumps({k: v for k, v in other.items() if k != "name"}, sort_keys=True) == key:
-                    e.emit(func.CallOp(op.sym_name.data, args, []))
-                    return
-        taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
-        spec["name"] = next(f"einc_rows_{i}" for i in range(len(taken) + 1) if f"einc_rows_{i}" not in taken)
-        decl = func.FuncOp.external(spec["name"], types, [])
-        decl.attributes[SPEC_ATTR] = StringAttr(json.dumps(spec, sort_keys=True))
-        module.body.block.insert_op_before(decl, lowering.fn)
-        e.emit(func.CallOp(spec["name"], args, []))
+        call_kernel(lowering, e, spec, args, "einc_rows")
 
 
 # -- the kernel -------------------------------------------------------------------------------
