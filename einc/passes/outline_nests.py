@@ -57,18 +57,11 @@ def outline(fn: func.FuncOp, nest: Operation, name: str) -> func.FuncOp:
     block.add_op(nest)
     block.add_op(func.ReturnOp())
     for old, new in mapping.items():
-        old.replace_uses_with_if(new, lambda use: _within(use.operation, nest))
+        old.replace_uses_with_if(new, lambda use: nest.is_ancestor(use.operation))
     callee = func.FuncOp(name, ([v.type for v in passed], []), Region(block), visibility="private")
     callee.attributes[NOALIAS_ARGS] = UnitAttr()
     return callee
 
-
-def _within(op: Operation, root: Operation) -> bool:
-    while op is not None:
-        if op is root:
-            return True
-        op = op.parent_op()  # type: ignore[assignment]
-    return False
 
 
 @dataclass(frozen=True)

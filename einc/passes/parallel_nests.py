@@ -122,7 +122,7 @@ def is_parallel(nest: scf.ForOp, loop: scf.ForOp) -> bool:
     if any(not o.name.startswith(ALLOWED) and not isinstance(o, memref.LoadOp | memref.StoreOp) for o in ops):
         return False
     loops = [o for o in ops if isinstance(o, scf.ForOp)]
-    if any(o.iter_args for o in ops if isinstance(o, scf.ForOp) and _within(o, loop)):
+    if any(o.iter_args for o in ops if isinstance(o, scf.ForOp) and loop.is_ancestor(o)):
         return False  # a value carried in a register across an inner loop is fine, but keep it simple
     ranges: dict[SSAValue, tuple[int, int]] = {}
     for o in loops:
@@ -155,13 +155,6 @@ def is_parallel(nest: scf.ForOp, loop: scf.ForOp) -> bool:
             return False
     return True
 
-
-def _within(op: Operation, root: Operation) -> bool:
-    while op is not None:
-        if op is root:
-            return True
-        op = op.parent_op()  # type: ignore[assignment]
-    return False
 
 
 def _candidate(nest: scf.ForOp) -> scf.ForOp | None:
