@@ -11,7 +11,9 @@ into a strided offset.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r"\s*(?:(?P<int>\d+)|(?P<name>[A-Za-z_]\w*)|(?P<op>[-+*]))")
@@ -114,3 +116,19 @@ class IndexExpr:
         if self.const < 0:
             text += f" - {-self.const}"
         return text
+
+
+def flat_offset(
+    exprs: Sequence[IndexExpr], shape: Sequence[int], names: Mapping[str, str] | None = None
+) -> tuple[dict[str, int], int]:
+    """The flat offset of `X[exprs]` in a row-major buffer of `shape`, as ({var: coefficient},
+    constant); `names` renames the variables (an einsum's to a kernel's canonical dims)."""
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    coef: dict[str, int] = {}
+    const = 0
+    for expr, stride in zip(exprs, strides):
+        const += expr.const * stride
+        for var, c in expr.terms:
+            key = names[var] if names is not None else var
+            coef[key] = coef.get(key, 0) + c * stride
+    return coef, const

@@ -53,7 +53,7 @@ from einc.backends.llvm.ukernels.vector import (
 )
 from einc.ir import mapexpr
 from einc.ir.ein import ConstantOp, EinsumOp, GroupOp, ReshapeOp
-from einc.ir.indexexpr import IndexExpr
+from einc.ir.indexexpr import IndexExpr, flat_offset
 
 if TYPE_CHECKING:
     from einc.passes.lower_ein_to_loops import _Emitter, _FunctionLowering
@@ -104,18 +104,6 @@ def _scalar_constant(value: SSAValue) -> float | None:
     return float(data[0]) if len(data) == 1 and math.isfinite(float(data[0])) else None
 
 
-def _coefficients(exprs: Sequence[Any], names: dict[str, str], shape: tuple[int, ...]) -> tuple[dict[str, int], int]:
-    """The flat offset of X[exprs] in a row-major buffer as {canonical dim: coefficient}, constant."""
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-    coef: dict[str, int] = {}
-    const = 0
-    for expr, stride in zip(exprs, strides):
-        const += expr.const * stride
-        for var, c in expr.terms:
-            coef[names[var]] = coef.get(names[var], 0) + c * stride
-    return coef, const
-
-
 def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callable[[SSAValue], SSAValue] | None = None) -> dict[str, Any]:
     """The kernel spec of an attention cascade `ops` whose outside values are `inputs` (the
     group's arguments in order); `outer` maps an argument to the value behind it (for
@@ -161,7 +149,7 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
 
     def operand(op: EinsumOp, at: int) -> dict[str, Any]:
         value = op.inputs[at]
-        coef, const = _coefficients(op.input_exprs[at], space.names[op], _shape(value))
+        coef, const = flat_offset(op.input_exprs[at], _shape(value), space.names[op])
         if any(d not in (*batch, m_dim, n_dim, e_dim, f_dim) for d in coef):
             raise Decline("an operand is indexed by a rank outside attention")
         return {"coef": coef, "const": const, "input": list(inputs).index(value)}
@@ -175,7 +163,7 @@ def describe(ops: Sequence[EinsumOp], inputs: Sequence[SSAValue], outer: Callabl
     }
     if spec["q"]["coef"].get(n_dim) or spec["k"]["coef"].get(m_dim) or spec["v"]["coef"].get(m_dim):
         raise Decline("Q depends on the keys or K/V on the queries")
-    out_coef, out_const = _coefficients([IndexExpr.var(d) for d in space.dims[final]], {d: d for d in space.dims[final]}, _shape(final))
+    out_coef, out_const = flat_offset([IndexExpr.var(d) for d in space.dims[final]], _shape(final))
     spec["out"] = {"coef": out_coef, "const": out_const}
     # The score maps, composed: $0 is QK (its constant factor applied), $1.. the masks.
     scale = contraction_scale(att.qk) or 1.0

@@ -24,7 +24,7 @@ from einc.backends.llvm.ukernels import depthwise
 from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, ReshapeOp, WeightOp
-from einc.ir.indexexpr import IndexExpr
+from einc.ir.indexexpr import IndexExpr, flat_offset
 from einc.passes.fuse import contraction_scale, epilogue_step, is_contraction
 
 if TYPE_CHECKING:
@@ -46,18 +46,6 @@ def _chain(group: GroupOp) -> list[EinsumOp] | None:
     if group.yielded[0] is not ops[-1].results[0]:
         return None
     return ops  # type: ignore[return-value]
-
-
-def _coefficients(exprs: list[IndexExpr], shape: tuple[int, ...]) -> tuple[dict[str, int], int]:
-    """Flat offset of `X[exprs]` in a row-major buffer as {var: coefficient}, constant."""
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-    coef: dict[str, int] = {}
-    const = 0
-    for expr, stride in zip(exprs, strides):
-        const += expr.const * stride
-        for var, c in expr.terms:
-            coef[var] = coef.get(var, 0) + c * stride
-    return coef, const
 
 
 def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> dict[str, Any] | None:
@@ -95,7 +83,7 @@ def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[in
         return None
 
     def operand(value: SSAValue, exprs: list[IndexExpr]) -> dict[str, Any]:
-        coef, const = _coefficients(exprs, shapes[args.index(value)])  # type: ignore[arg-type]
+        coef, const = flat_offset(exprs, shapes[args.index(value)])  # type: ignore[arg-type]
         return {"coef": coef, "const": const, "input": args.index(value)}  # type: ignore[arg-type]
 
     spec: dict[str, Any] = {
@@ -104,7 +92,7 @@ def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[in
         "batch": batch, "m": m, "n": n, "k": k,
         "a": operand(a_arg, ea),
         "b": operand(b_arg, eb),
-        "c": dict(zip(("coef", "const"), _coefficients([IndexExpr.var(v) for v in outs], out_shape))),
+        "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], out_shape))),
     }
     # Compose the epilogue: $0 is the accumulator, $1.. the extra inputs.
     scale = contraction_scale(con)
@@ -125,7 +113,7 @@ def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[in
             key = (args.index(value), tuple(str(e) for e in renamed))
             if key not in keys:
                 keys.append(key)
-                coef, const = _coefficients(renamed, shapes[args.index(value)])
+                coef, const = flat_offset(renamed, shapes[args.index(value)])
                 extras.append({"coef": coef, "const": const, "input": args.index(value)})
             subst.append(mapexpr.Input(1 + keys.index(key)))
         values[op.output] = expr = mapexpr.substitute(op.map_expr, subst)

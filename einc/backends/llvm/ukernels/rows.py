@@ -42,7 +42,7 @@ from einc.backends.llvm.ukernels.pool import BODY, add_pool
 from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
 from einc.ir import mapexpr
 from einc.ir.ein import REDUCTIONS, ConstantOp, EinsumOp, GroupOp, ReshapeOp
-from einc.ir.indexexpr import IndexExpr
+from einc.ir.indexexpr import IndexExpr, flat_offset
 
 if TYPE_CHECKING:
     from einc.passes.fuse import RowSpace
@@ -90,13 +90,7 @@ def _grid(extents: list[int]) -> list[np.ndarray]:
 
 def _access(space: RowSpace, names: dict[str, str], exprs: list, shape: tuple[int, ...], arg: int) -> dict[str, Any] | None:
     """Row offsets and the column pattern of `X[exprs]` (None: not contiguous along R)."""
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-    coef: dict[str, int] = {}
-    const = 0
-    for expr, stride in zip(exprs, strides):
-        const += expr.const * stride
-        for var, c in expr.terms:
-            coef[names[var]] = coef.get(names[var], 0) + c * stride
+    coef, const = flat_offset(exprs, shape, names)
     pg, rg = _grid([space.extents[d] for d in space.p]), _grid([space.extents[d] for d in space.r])
     rows = sum((coef.get(d, 0) * g for d, g in zip(space.p, pg)), np.zeros(max(1, len(pg[0]) if pg else 1), np.int64)) + const
     cols = sum((coef.get(d, 0) * g for d, g in zip(space.r, rg)), np.zeros(len(rg[0]), np.int64))
