@@ -17,7 +17,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import einc
-from einc.backends.llvm.ukernels import plan
+from einc.backends.llvm.ukernels import calls, plan
 from einc.backends.llvm.ukernels.gemm import offset_table
 from einc.frontend.onnx import import_model
 from einc.passes import Pipeline
@@ -40,7 +40,7 @@ def _kernel_specs(model: onnx.ModelProto) -> list[dict]:
 def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], kernels: int) -> list[dict]:
     specs = _kernel_specs(model)
     assert len(specs) == kernels
-    ours = einc.compile(model).run(feeds)
+    ours = einc.compile(model, cache=False).run(feeds)  # not cached: tests monkeypatch the planning
     theirs = ort_run(model, feeds)
     for name, value in theirs.items():
         np.testing.assert_allclose(ours[name], value, rtol=RTOL, atol=ATOL)
@@ -167,8 +167,9 @@ TILE_CASES = [(128, (8, 12), (8, 48)), (136, (9, 10), (8, 48)), (132, (8, 8), (6
 
 
 @pytest.mark.parametrize(("cout", "hw", "tile"), TILE_CASES, ids=["8x48", "8x48-edges", "6x64", "6x64-edges", "14x32"])
-def test_conv_register_tile(cout, hw, tile, rng):
-    """Convolutions take the register tile whose M x N pads least (edge tiles included)."""
+def test_conv_register_tile(cout, hw, tile, rng, monkeypatch):
+    """Convolutions with channels as rows take the register tile whose M x N pads least (edge tiles included)."""
+    monkeypatch.setattr(calls, "ORIENTATION", "weights")
     feeds = {"x": _f(rng, 1, 6, *hw)}
     model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, 6, 3, 3), "b": _f(rng, cout)}, pads=[1, 1, 1, 1])
     (spec,) = _check(model, feeds, kernels=1)
@@ -178,8 +179,81 @@ def test_conv_register_tile(cout, hw, tile, rng):
 def test_one_n_panel_splits_m_per_thread(rng, monkeypatch):
     """A 7x7 map in one 64-column panel: two threads take half of M each (B packed once per thread)."""
     monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    monkeypatch.setattr(calls, "ORIENTATION", "weights")
     feeds = {"x": _f(rng, 1, 16, 7, 7)}
     model = single_node_model("Conv", feeds, initializers={"w": _f(rng, 300, 16, 3, 3), "b": _f(rng, 300)}, pads=[1, 1, 1, 1])
     (spec,) = _check(model, feeds, kernels=1)
     kernel = plan(spec)
     assert (kernel.mr, kernel.nr) == (6, 64) and kernel.blocks == (2, 1) and not kernel.serial
+
+
+CONV_CASES = [c for c in CASES if c[1] == "Conv" and "depthwise" not in c[0]]
+
+
+@pytest.mark.parametrize("orientation", ["weights", "pixels"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv_orientations(case, orientation, rng, monkeypatch):
+    """Each convolution computed with output channels as M (weights as A) and with pixels as M
+    (the image packed by runs into A, weights prepacked as B, tiles transposed at the store)."""
+    monkeypatch.setattr(calls, "ORIENTATION", orientation)
+    _, op, inputs, inits, attrs = case
+    feeds = inputs(rng)
+    model = single_node_model(op, feeds, initializers=inits(rng), **attrs)
+    (spec,) = _check(model, feeds, kernels=1)
+    kernel = plan(spec)
+    assert kernel.c_transposed == (orientation == "pixels") and kernel.b.packed == (orientation == "pixels")
+
+
+def _conv_chain(rng, cin: int, cout: int, hw: tuple[int, int], **attrs) -> tuple[onnx.ModelProto, dict]:
+    """Conv (with bias) + residual Add + Relu: a three-input epilogue."""
+    x = _f(rng, 1, cin, *hw)
+    stride = attrs.get("strides", [1, 1])[0]
+    res = _f(rng, 1, cout, -(-hw[0] // stride), -(-hw[1] // stride))
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], **attrs),
+        helper.make_node("Add", ["c", "res"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, a.shape) for n, a in {"x": x, "res": res}.items()],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_f(rng, cout, cin, 3, 3) * 0.1, "w"), numpy_helper.from_array(_f(rng, cout), "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), {"x": x, "res": res}
+
+
+# (id, cin, cout, map, attributes): M (pixels) and N (channels) edges, K in several blocks, a 7x7 map.
+PIXEL_CASES = [
+    ("edges", 5, 37, (9, 11), {}),
+    ("k-blocks", 130, 20, (6, 7), {}),
+    ("map-7x7", 24, 70, (7, 7), {}),
+    ("stride2", 6, 33, (13, 15), {"strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize(("cin", "cout", "hw", "attrs"), [c[1:] for c in PIXEL_CASES], ids=[c[0] for c in PIXEL_CASES])
+def test_pixels_as_rows_with_epilogue(cin, cout, hw, attrs, rng, monkeypatch):
+    """Pixels as M with the bias (constant along a column of C) and the residual (contiguous along
+    it) in the epilogue, partial sums of earlier K blocks added at the transposed store."""
+    monkeypatch.setattr(calls, "ORIENTATION", "pixels")
+    model, feeds = _conv_chain(rng, cin, cout, hw, **attrs)
+    (spec,) = _check(model, feeds, kernels=1)
+    kernel = plan(spec)
+    assert kernel.c_transposed and len(spec["epilogue"]["inputs"]) == 2
+    if cin * 9 > kernel.kc:
+        assert kernel.kp > kernel.kc  # several K blocks
+
+
+@pytest.mark.parametrize(("cin", "cout", "hw", "k", "stride", "orientation"), [
+    (64, 64, 56, 3, 1, "pixels"),  # 64 channels pad to 70 in 14-row tiles; 3136 pixels do not pad
+    (256, 256, 14, 3, 1, "pixels"),  # a 14x14 map pads to 224 columns; 196 = 14 x 14 rows
+    (512, 512, 7, 3, 1, "pixels"),  # 49 pixels: 7 x 64 tiles
+    (64, 128, 56, 1, 2, "weights"),  # K = 64: the transposed store would cost more than the padding saves
+])
+def test_orientation_rule(cin, cout, hw, k, stride, orientation, rng):
+    """`auto` picks pixels as rows where that pads less, counting the transposed store as extra K."""
+    feeds = {"x": _f(rng, 1, cin, hw, hw)}
+    model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, cin, k, k)}, strides=[stride] * 2, pads=[k // 2] * 4)
+    (spec,) = _kernel_specs(model)
+    assert plan(spec).c_transposed == (orientation == "pixels")

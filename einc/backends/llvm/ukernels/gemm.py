@@ -77,6 +77,18 @@ def offset_table(extents: dict[str, int], names: list[str], coef: dict[str, int]
 
 
 @dataclass
+class _Runs:
+    """Constant tables of one packing by runs (`_Body.pack_runs`)."""
+
+    offsets: ir.Value  # i32 offsets, for the gather
+    split: ir.Value
+    first: ir.Value
+    second: ir.Value
+    step: ir.Value
+    strides: set[int]
+
+
+@dataclass
 class Operand:
     """One operand's offset tables over the roles it is indexed by."""
 
@@ -102,9 +114,6 @@ class GemmPlan:
         self.n = math.prod(ext[v] for v in spec["n"])
         self.k = math.prod(ext[v] for v in spec["k"])
         self.kp = -(-self.k // KU) * KU
-        if self.m > LARGE_M and self.m * self.n * 4 > SMALL_C:  # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s)
-            self.kc = min(self.kc, 256)
-        self.kc = min(self.kc, self.kp)
 
         def tables(which: dict[str, Any], row: str, col: str) -> Operand:
             coef = {v: int(c) for v, c in which["coef"].items()}
@@ -128,8 +137,20 @@ class GemmPlan:
         )
         self.b = tables(spec["b"], "n", "k")
         self.c = tables(spec["c"], "m", "n")
-        if not np.array_equal(self.c.k, np.arange(self.n)):
-            raise ValueError("the output must be contiguous along N")
+        # C contiguous along N, or along M in tiles of at most one vector of rows (a convolution
+        # with pixels as M): then each tile is transposed in registers and stored column by column.
+        self.c_transposed = not np.array_equal(self.c.k, np.arange(self.n))
+        if self.c_transposed and not (np.array_equal(self.c.r, np.arange(self.m)) and self.mr <= self.lanes):
+            raise ValueError("the output must be contiguous along N, or along M with MR at most one vector")
+        # An A that is neither packed nor read in place, whose rows are runs of an image: packed
+        # one vector of MR rows at a time.
+        # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s).
+        # Not with pixels as rows, where a unit's C block is a few rows of all channels (3x3 64->64
+        # at 56x56, K = 576: one K block 0.445 ms, three 0.47 ms, 2 threads).
+        if self.m > LARGE_M and self.m * self.n * 4 > SMALL_C and not self.c_transposed:
+            self.kc = min(self.kc, 256)
+        self.kc = min(self.kc, self.kp)
+        self.a_runs = not self.a.packed and not self.a_direct and not _contiguous(self.a.k, 0, self.k) and self.mr <= self.lanes
         epi = spec.get("epilogue") or {}
         self.epilogue = mapexpr.parse(epi.get("map", "$0"))
         self.extra = [tables(e, "m", "n") for e in epi.get("inputs", [])]
@@ -390,7 +411,10 @@ class _Body:
         self.t_cm = self.table(p.c.r, p.m_panels * p.mr)
         self.t_eb = [self.table(e.b) for e in p.extra]
         self.t_em = [self.table(e.r, p.m_panels * p.mr) for e in p.extra]
-        self.e_kind = [_pattern(e.k) for e in p.extra]
+        self.e_kind = [_pattern(e.r if p.c_transposed else e.k) for e in p.extra]  # along a column or a row of C
+        if p.c_transposed:
+            self.t_cn = self.table(p.c.k, p.n_panels * p.nr)
+            self.t_em32 = [self.table(e.r, p.m_panels * p.mr + p.lanes, I32) for e in p.extra]
         self.t_en = [self.table(e.k, p.n_panels * p.nr + p.lanes, I32) for e in p.extra]
         if not p.b.packed:
             contiguous = [int(_contiguous(p.b.r, j * p.nr, p.nr)) for j in range(p.n_panels)]
@@ -422,7 +446,9 @@ class _Body:
             self.loop(m_lo, m_hi, p.mc_inner, lambda mb: mblock(mb, self.smin(b.add(mb, _c(p.mc_inner)), m_hi), pc, kc, first, last), "ic")
 
         def mblock(m0: ir.Value, m1: ir.Value, pc: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value) -> None:
-            if not p.a.packed and not p.a_direct:
+            if p.a_runs:
+                self.pack_a_runs(ab, m0, m1, pc, kc)
+            elif not p.a.packed and not p.a_direct:
                 self.pack_a(ab, m0, m1, pc, kc)
 
             def col(jr: ir.Value) -> None:
@@ -488,6 +514,7 @@ class _Body:
         """Bbuf[(n - n0) * kc + k * NR + c] = B[pc + k, n] (zero outside N or K)."""
         p, b = self.p, self.b
         lanes, nr = p.lanes, p.nr
+        runs = self.runs(p.b.r, lanes, p.n_panels * nr // lanes)
 
         def panel(jr: ir.Value) -> None:
             dst = b.mul(b.sub(jr, n0), kc)
@@ -506,69 +533,94 @@ class _Body:
                     value = b.select(ok, value, self.v.const(0.0))
                     b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
-            def k_general(kk: ir.Value, j: int) -> None:
-                kg = b.add(pc, kk)
-                koff = b.add(bb, self.at(self.t_bk, kg))
-                ok = b.icmp_signed("<", kg, _c(p.k))
-                col = b.add(jr, _c(j * lanes))
-                offs_ptr = b.gep(self.t_bn32, [col], inbounds=True, source_etype=I32)
-                offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, lanes), align=4), ir.VectorType(I64, lanes))
-                mask = b.and_(self.lane_mask(b.sub(n1, col)), self._splat_bool(ok))
-                value = self.gather(self.fptr(self.B, koff), offs, mask)
-                b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
-
-            def k_two_runs(kk: ir.Value, j: int, split: ir.Value, first: ir.Value, second: ir.Value, step: int) -> None:
-                """16 columns that are two runs of stride `step` (an image row's end, the next row's
-                start): masked loads (and at stride 2 an even-lane shuffle) instead of a gather."""
-                kg = b.add(pc, kk)
-                koff = b.add(bb, self.at(self.t_bk, kg))
-                ok = b.icmp_signed("<", kg, _c(p.k))
-                count = b.select(ok, b.sub(n1, b.add(jr, _c(j * lanes))), _c(0))
-                head = self.lane_mask(split)
-                v1 = self.strided_run(b.add(koff, first), _c(0), self.smin(split, count), step)
-                v2 = self.strided_run(b.add(koff, second), split, count, step)
-                b.store(b.select(head, v1, v2), self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
-
             def general() -> None:
                 for j in range(p.nv):
-                    chunk = b.udiv(b.add(jr, _c(j * lanes)), _c(lanes))
-                    split = self.at(self.t_split, chunk)
-                    first, second = self.at(self.t_run1, chunk), self.at(self.t_run2, chunk)
+                    col = b.add(jr, _c(j * lanes))
 
-                    def runs(step: int, j=j, split=split, first=first, second=second) -> None:
-                        self.loop(_c(0), kc, 1, lambda kk: k_two_runs(kk, j, split, first, second, step), f"pb{step}")
+                    def put(kk: ir.Value, value: ir.Value, j: int = j) -> None:
+                        b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
-                    if self.strides == {1}:
-                        two = lambda: runs(1)  # noqa: E731
-                    else:  # strided convolutions: runs of stride 2 in chunks the table marks
-                        two = lambda chunk=chunk: self.if_(  # noqa: E731
-                            b.icmp_signed("==", self.at(self.t_step, chunk), _c(2)), lambda: runs(2), lambda: runs(1)
-                        )
-                    self.if_(
-                        b.icmp_signed("!=", split, _c(0)), two, lambda j=j: self.loop(_c(0), kc, 1, lambda kk: k_general(kk, j), "pbg")
-                    )
+                    self.pack_runs(self.B, runs, col, b.udiv(col, _c(lanes)), b.sub(n1, col), kc, lambda kk: self.k_offset(bb, p.b, pc, kk), put)
 
-            self.if_(
-                contiguous,
-                lambda: self.loop(_c(0), kc, 1, k_fast, "pbf"),
-                general,
-            )
+            self.if_(contiguous, lambda: self.loop(_c(0), kc, 1, k_fast, "pbf"), general)
 
-        if not hasattr(self, "t_bn32"):
-            self.t_bn32 = self.table(p.b.r, p.n_panels * p.nr + lanes, I32)
-            split, run1, run2, step = two_runs(p.b.r, lanes, p.n_panels * p.nr // lanes)
-            self.t_split, self.t_run1, self.t_run2 = self.table(split), self.table(run1), self.table(run2)
-            self.t_step, self.strides = self.table(step), set(step[split != 0].tolist()) or {1}
         self.loop(n0, n1, nr, panel, "pbn")
 
-    def strided_run(self, base: ir.Value, start: ir.Value, stop: ir.Value, step: int) -> ir.Value:
-        """Lanes l in [start, stop) hold B[base + step * l], the others 0 (step 1 or 2)."""
+    def pack_a_runs(self, ab: ir.Value, m0: ir.Value, m1: ir.Value, pc: ir.Value, kc: ir.Value) -> None:
+        """Abuf[(m - m0) * kc + k * MR + r] = A[m, pc + k] for an A whose rows are image pixels (a
+        convolution with pixels as M): a panel's MR rows are one or two runs of the image at each k,
+        so one masked vector load packs MR values (the row-by-row packing reads one float at a time)."""
+        p, b = self.p, self.b
+        runs = self.runs(p.a.r, p.mr, p.m_panels)
+        lanes_mr = self.lane_mask(_c(p.mr))
+
+        def panel(mp: ir.Value) -> None:
+            dst = b.mul(b.sub(mp, m0), kc)
+
+            def put(kk: ir.Value, value: ir.Value) -> None:
+                self.vstore(value, self.fptr(self.abuf, b.add(dst, b.mul(kk, _c(p.mr)))), lanes_mr)
+
+            self.pack_runs(self.A, runs, mp, b.udiv(mp, _c(p.mr)), b.sub(_c(p.m), mp), kc, lambda kk: self.k_offset(ab, p.a, pc, kk), put)
+
+        self.loop(m0, m1, p.mr, panel, "pap")
+
+    def k_offset(self, base: ir.Value, op: Operand, pc: ir.Value, kk: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(offset of the operand's k = pc + kk, whether that k is real rather than padding)."""
+        kg = self.b.add(pc, kk)
+        table = self.t_ak if op is self.p.a else self.t_bk
+        return self.b.add(base, self.at(table, kg)), self.b.icmp_signed("<", kg, _c(self.p.k))
+
+    def runs(self, offsets: np.ndarray, chunk: int, chunks: int) -> _Runs:
+        """The constant tables of `pack_runs` for offsets read in chunks of `chunk` lanes."""
+        split, run1, run2, step = two_runs(offsets, chunk, chunks)
+        return _Runs(
+            self.table(offsets, chunks * chunk + self.p.lanes, I32), self.table(split), self.table(run1), self.table(run2),
+            self.table(step), set(step[split != 0].tolist()) or {1},
+        )
+
+    def pack_runs(self, src: ir.Value, runs: _Runs, first: ir.Value, chunk: ir.Value, count: ir.Value, kc: ir.Value, k_offset, put) -> None:
+        """For k in [0, kc): put(k, vector) whose lanes l < count hold src[base(k) + offsets[first + l]]
+        (0 in the other lanes, and everywhere when k is padding), `(base, real) = k_offset(k)`.
+        Where the chunk's offsets are one or two runs of stride 1 or 2 (an image row's end, the next
+        row's start) they are masked loads (at stride 2 an even-lane shuffle); otherwise a gather."""
+        b = self.b
+        split = self.at(runs.split, chunk)
+        run1, run2 = self.at(runs.first, chunk), self.at(runs.second, chunk)
+
+        def two(step: int) -> None:
+            def k(kk: ir.Value) -> None:
+                base, real = k_offset(kk)
+                n = b.select(real, count, _c(0))
+                v1 = self.strided_run(src, b.add(base, run1), _c(0), self.smin(split, n), step)
+                v2 = self.strided_run(src, b.add(base, run2), split, n, step)
+                put(kk, b.select(self.lane_mask(split), v1, v2))
+
+            self.loop(_c(0), kc, 1, k, f"pr{step}")
+
+        def gather() -> None:
+            offs_ptr = b.gep(runs.offsets, [first], inbounds=True, source_etype=I32)
+            offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, self.p.lanes), align=4), ir.VectorType(I64, self.p.lanes))
+
+            def k(kk: ir.Value) -> None:
+                base, real = k_offset(kk)
+                put(kk, self.gather(self.fptr(src, base), offs, self.lane_mask(b.select(real, count, _c(0)))))
+
+            self.loop(_c(0), kc, 1, k, "prg")
+
+        if runs.strides == {1}:
+            both = lambda: two(1)  # noqa: E731
+        else:  # strided convolutions: runs of stride 2 in the chunks the table marks
+            both = lambda: self.if_(b.icmp_signed("==", self.at(runs.step, chunk), _c(2)), lambda: two(2), lambda: two(1))  # noqa: E731
+        self.if_(b.icmp_signed("!=", split, _c(0)), both, gather)
+
+    def strided_run(self, src: ir.Value, base: ir.Value, start: ir.Value, stop: ir.Value, step: int) -> ir.Value:
+        """Lanes l in [start, stop) hold src[base + step * l], the others 0 (step 1 or 2)."""
         b, lanes = self.b, self.p.lanes
         if step == 1:
-            return self.vload(self.fptr(self.B, base), b.and_(self.lane_mask(stop), b.not_(self.lane_mask(start))))
+            return self.vload(self.fptr(src, base), b.and_(self.lane_mask(stop), b.not_(self.lane_mask(start))))
         lo, hi = b.mul(start, _c(2)), b.sub(b.mul(stop, _c(2)), _c(1))  # elements [2 start, 2 stop - 1)
         halves = [
-            self.vload(self.fptr(self.B, b.add(base, _c(h))), b.and_(self.lane_mask(b.sub(hi, _c(h))), b.not_(self.lane_mask(b.sub(lo, _c(h))))))
+            self.vload(self.fptr(src, b.add(base, _c(h))), b.and_(self.lane_mask(b.sub(hi, _c(h))), b.not_(self.lane_mask(b.sub(lo, _c(h))))))
             for h in (0, lanes)
         ]
         return b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2))))
@@ -621,7 +673,7 @@ class _Body:
         # (with a single K block, always zero: no code for the other case).
         single = p.kp <= p.kc
         init: list[ir.Value] = [v.const(0.0)] * (p.mr * p.nv)
-        if not single:
+        if not single and not p.c_transposed:
             pre = b.block
             load_blk = self.fn.append_basic_block("cload")
             start = self.fn.append_basic_block("kstart")
@@ -637,7 +689,7 @@ class _Body:
                     phi.add_incoming(v.const(0.0), pre)
                     phi.add_incoming(loaded[r][j], load_blk)
                     init.append(phi)
-        if not edge:  # write-allocate C's lines while the FMAs run: rows 4 KiB apart would thrash L1 sets
+        if not edge and not p.c_transposed:  # write-allocate C's lines while the FMAs run: rows 4 KiB apart would thrash L1 sets
             for r in range(p.mr):
                 for j in range(p.nv):
                     self.prefetch(cptrs[r][j])
@@ -660,12 +712,75 @@ class _Body:
                         value = self.epilogue(value, bi, m0, n0, r, j, masks[r][j])
                     self.vstore(value, cptrs[r][j], masks[r][j])
 
+        if p.c_transposed:
+            store = self.transposed_store(acc, cb, bi, m0, n0, first, single, edge)  # noqa: F811
         if p.epilogue == mapexpr.Input(0):
             store(False)
         elif single:
             store(True)
         else:
             self.if_(last, lambda: store(True), lambda: store(False))
+
+    def transposed_store(self, acc: list[ir.Value], cb, bi, m0, n0, first, single: bool, edge: bool):
+        """The store of a tile into a C contiguous along M: each NR x lanes block of accumulators is
+        transposed in registers (log2(lanes) rounds of interleaving shuffles), then every column
+        n is one masked store of MR rows. Partial sums of earlier K blocks are added here (the
+        accumulators start from zero), and the epilogue runs on the columns, where inputs that
+        follow C are contiguous loads rather than gathers."""
+        p, b, v = self.p, self.b, self.v
+        rows = self.lane_mask(self.smin(_c(p.mr), b.sub(_c(p.m), m0)) if edge else _c(p.mr))
+        later = self._splat_bool(b.not_(first))
+        columns: list[tuple[int, ir.Value]] = []
+        for j in range(p.nv):
+            block = [acc[r * p.nv + j] for r in range(p.mr)] + [v.const(0.0)] * (p.lanes - p.mr)
+            columns += [(j * p.lanes + lane, vec) for lane, vec in enumerate(self.transpose(block))]
+        base = b.add(cb, self.at(self.t_cm, m0))
+
+        def store(epilogue: bool) -> None:
+            for col, value in columns:
+                n = b.add(n0, _c(col))
+                mask = b.and_(rows, self._splat_bool(b.icmp_signed("<", n, _c(p.n)))) if edge else rows
+                ptr = self.fptr(self.C, b.add(base, self.at(self.t_cn, n)))
+                if not single:
+                    value = b.fadd(value, self.vload(ptr, b.and_(mask, later)))
+                if epilogue:
+                    value = self.epilogue_column(value, bi, m0, n, mask)
+                self.vstore(value, ptr, mask)
+
+        return store
+
+    def transpose(self, vectors: list[ir.Value]) -> list[ir.Value]:
+        """out[l][r] = vectors[r][l] for `lanes` vectors of `lanes` lanes: each round zips vector i
+        with vector i + lanes/2 (a perfect shuffle); log2(lanes) rounds transpose."""
+        b, lanes = self.b, self.p.lanes
+        half = lanes // 2
+        vi = ir.VectorType(I32, lanes)
+        low = ir.Constant(vi, [x for i in range(half) for x in (i, i + lanes)])
+        high = ir.Constant(vi, [x for i in range(half, lanes) for x in (i, i + lanes)])
+        for _ in range(lanes.bit_length() - 1):
+            vectors = [
+                out for i in range(half)
+                for out in (b.shuffle_vector(vectors[i], vectors[i + half], low), b.shuffle_vector(vectors[i], vectors[i + half], high))
+            ]
+        return vectors
+
+    def epilogue_column(self, acc: ir.Value, bi, m0, n: ir.Value, mask) -> ir.Value:
+        """The epilogue on one column of a transposed tile (rows m0.. of column n)."""
+        p, b, v = self.p, self.b, self.v
+        inputs = [acc]
+        for e, kind, t_eb, t_em, t_em32, t_en in zip(self.E, self.e_kind, self.t_eb, self.t_em, self.t_em32, self.t_en):
+            base = b.add(self.at(t_eb, bi), self.at(t_en, n, I32))
+            if kind == "zero":
+                value = v.splat(b.load(self.fptr(e, b.add(base, _c(self._first(t_em)))), typ=F32))
+            elif kind == "contiguous":
+                value = self.vload(self.fptr(e, b.add(base, self.at(t_em, m0))), mask)
+            else:
+                offs_ptr = b.gep(t_em32, [m0], inbounds=True, source_etype=I32)
+                offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, p.lanes), align=4), ir.VectorType(I64, p.lanes))
+                value = self.gather(self.fptr(e, base), offs, mask)
+            inputs.append(value)
+        out = v.expr(p.epilogue, inputs)
+        return out if out.type == v.vf else b.uitofp(out, v.vf)
 
     def prefetch(self, ptr: ir.Value) -> None:
         try:
