@@ -2,24 +2,36 @@
 
 For one model: compile time cold (no cache) and cached, then the median
 latency of einc and of onnxruntime (CPUExecutionProvider, default threads =
-all cores; einc's pool also uses all cores) over many runs after warm-up,
-timed in interleaved rounds (with a pause between engines, so that one's
-spinning workers are asleep when the other runs) so that load from other
-processes falls on both alike; the ratio einc/onnxruntime; GFLOP/s of the contractions; the process's
-peak resident memory; and the largest difference of the outputs from
-onnxruntime's (a benchmark of wrong code is no benchmark).
+all cores; einc's pool also uses all cores) over many runs after warm-up; the
+ratio einc/onnxruntime; GFLOP/s of the contractions; einc's peak resident
+memory; and the largest difference of the outputs from onnxruntime's (a
+benchmark of wrong code is no benchmark).
+
+Each engine is timed in a process of its own, as a user runs it: onnxruntime's
+intra-op workers keep spinning long after a run and take a core from whatever
+runs next in their process (a depthwise conv layer on this 2-core host: einc
+0.146 ms beside an onnxruntime session, 0.117 ms beside one that does not
+spin; switching onnxruntime's spinning off is no fix, it slows onnxruntime
+from 0.092 to 0.145 ms). The parent still times the engines in interleaved
+rounds, asking each process in turn, so that load from other processes falls
+on both alike. `extra` engines (in-process callables such as numpy's matmul)
+are timed in the parent, in the same rounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 import os
 import resource
+import signal
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn, Self
 
 import numpy as np
 
@@ -28,10 +40,141 @@ from einc.diagnostics import EincError
 ROUNDS = 10
 """Interleaved rounds; each times every engine `runs // ROUNDS` times."""
 SETTLE = 0.05
-"""Seconds between engines in a round. onnxruntime's and einc's workers spin for a
-while after a run; without the pause the engine timed next finds the other's
-threads on the second core (measured: einc's MLP 0.56 ms alone, 1.4 ms right
-after onnxruntime)."""
+"""Seconds between engines in a round. In processes of their own the engines still
+share the host's cores, and workers that spin on after a run would take a core
+from the engine timed next (measured when both ran in one process, without the
+pause: einc's MLP 0.56 ms alone, 1.4 ms right after onnxruntime)."""
+JOIN = 5.0
+"""Seconds an engine's process gets to exit after being asked before it is terminated."""
+
+
+def _timed(fn: Callable[[], Any]) -> Callable[[int], list[float]]:
+    """`n -> n times of fn()`, after one untimed call that wakes the engine's threads."""
+
+    def times(n: int) -> list[float]:
+        fn()
+        out = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+        return out
+
+    return times
+
+
+def _first_line(err: BaseException) -> str:
+    """The error in one line, its type named unless it is einc's own."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, EincError) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Not ru_maxrss where /proc has VmHWM: a
+    spawned child is forked, then exec'd, and Linux carries the parent's peak RSS
+    across the exec into ru_maxrss (measured: 312 MiB for a child that held 14)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _serve(conn: Connection, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int) -> None:
+    """An engine's process: build it, warm it up, send its pid, then answer `n` with
+    (n times, peak RSS in MiB) until `None`.
+
+    Every reply is (ok, payload); a failure is sent as one line instead of a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it shuts us down
+    try:
+        if name == "einc":
+            import einc
+
+            compiled = einc.load(source)
+            times = _timed(lambda: compiled.run(feeds))
+        else:
+            import onnxruntime as ort
+
+            ort.set_default_logger_severity(4)
+            session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+            times = _timed(lambda: session.run(None, feeds))
+        times(warmup)
+        conn.send((True, os.getpid()))
+        while (n := conn.recv()) is not None:
+            conn.send((True, (times(n), _peak_rss_mib())))
+    except EOFError:  # the parent is gone
+        pass
+    except BaseException as err:  # noqa: BLE001  (whatever it is, the parent reports it in one line)
+        with contextlib.suppress(OSError):
+            conn.send((False, _first_line(err)))
+
+
+class _Engine:
+    """One engine (einc or onnxruntime) in a spawned process of its own, alive for the whole measurement.
+
+    Spawned, not forked: a forked child inherits the parent's thread pools without
+    their threads. Use as a context manager so the process always goes.
+    """
+
+    def __init__(self, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int):
+        self.name = name
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, name, source, feeds, warmup), daemon=True, name=f"einc-bench-{name}")
+        self.process.start()
+        child.close()  # ours closed: recv() sees EOF when the child dies
+        self.peak_rss_mib = 0.0
+        try:
+            self.pid: int = self._reply()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, n: int) -> list[float]:
+        """One untimed call, then the times of n calls."""
+        self._send(n)
+        times, self.peak_rss_mib = self._reply()
+        return times
+
+    def close(self) -> None:
+        """Ask the process to exit (it may still be answering a request cut short); terminate it if it does not."""
+        try:
+            self._conn.send(None)
+        except OSError:
+            pass
+        self.process.join(JOIN)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(JOIN)
+        self._conn.close()
+
+    def _send(self, message: int | None) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:
+            self._died()
+
+    def _reply(self) -> Any:
+        try:
+            ok, payload = self._conn.recv()
+        except (EOFError, OSError):
+            self._died()
+        if not ok:
+            raise EincError(f"{self.name} failed in its benchmark process: {payload}")
+        return payload
+
+    def _died(self) -> NoReturn:
+        self.process.join(JOIN)
+        raise EincError(f"{self.name}'s benchmark process died (exit code {self.process.exitcode})")
 
 
 def flops(model: Any, input_shapes: dict[str, Sequence[int]] | None = None) -> int:
@@ -65,20 +208,14 @@ def random_feeds(session: Any, input_shapes: dict[str, Sequence[int]] | None = N
     return feeds
 
 
-def _median_interleaved(engines: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, float]:
-    for fn in engines.values():
-        for _ in range(warmup):
-            fn()
+def _median_interleaved(engines: dict[str, Callable[[int], list[float]]], runs: int) -> dict[str, float]:
+    """Each engine's median over ROUNDS rounds, every engine `runs // ROUNDS` times a round."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     per_round = max(1, runs // ROUNDS)
     for _ in range(ROUNDS):
-        for name, fn in engines.items():
+        for name, timed in engines.items():
             time.sleep(SETTLE)
-            fn()  # untimed: wakes this engine's threads
-            for _ in range(per_round):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+            times[name] += timed(per_round)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -91,7 +228,7 @@ def bench(
     runs: int = 100,
     warmup: int = 10,
 ) -> dict[str, Any]:
-    """Measure one model; `extra` adds engines (e.g. numpy) timed in the same rounds."""
+    """Measure one model; `extra` adds engines (e.g. numpy) timed in the same rounds, in this process."""
     import onnx
     import onnxruntime as ort
 
@@ -99,9 +236,9 @@ def bench(
 
     proto = onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else model
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as tmp:
         old = os.environ.get("EINC_CACHE_DIR")
-        os.environ["EINC_CACHE_DIR"] = cache
+        os.environ["EINC_CACHE_DIR"] = os.path.join(tmp, "cache")
         try:
             start = time.perf_counter()
             compiled = einc.compile(proto, input_shapes=input_shapes)
@@ -114,37 +251,50 @@ def bench(
                 del os.environ["EINC_CACHE_DIR"]
             else:
                 os.environ["EINC_CACHE_DIR"] = old
-    ort.set_default_logger_severity(4)  # fatal only: a failure to run is reported below, once
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = random_feeds(session, input_shapes) | (feeds or {})
-    engines: dict[str, Callable[[], Any]] = {"einc": lambda: compiled.run(feeds)}
-    if "onnxruntime" in against:  # first: it checks the inputs (indices in range, ...)
-        try:
-            outputs = session.run(None, feeds)
-        except Exception as err:  # onnxruntime's errors share no base class
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EincError(
-                f"onnxruntime cannot run the model on these inputs ({first}); "
-                "give the inputs that matter with --input NAME=FILE.npy"
-            ) from None
-        theirs = dict(zip([o.name for o in session.get_outputs()], outputs))
-        ours = compiled.run(feeds)
-        diffs = [
-            float(np.max(np.abs(ours[n].astype(np.float64) - theirs[n]))) / max(1.0, float(np.max(np.abs(theirs[n]))))
-            for n in ours
-            if n in theirs and ours[n].size
-        ]
-        result["max_rel_diff"] = max(diffs, default=0.0)
-        engines["onnxruntime"] = lambda: session.run(None, feeds)
-    engines.update(extra or {})
-    result["median_s"] = _median_interleaved(engines, runs, warmup)
+        ort.set_default_logger_severity(4)  # fatal only: a failure to run is reported below, once
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = random_feeds(session, input_shapes) | (feeds or {})
+        if "onnxruntime" in against:  # first: it checks the inputs (indices in range, ...)
+            try:
+                outputs = session.run(None, feeds)
+            except Exception as err:  # onnxruntime's errors share no base class
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise EincError(
+                    f"onnxruntime cannot run the model on these inputs ({first}); "
+                    "give the inputs that matter with --input NAME=FILE.npy"
+                ) from None
+            theirs = dict(zip([o.name for o in session.get_outputs()], outputs))
+            ours = compiled.run(feeds)
+            diffs = [
+                float(np.max(np.abs(ours[n].astype(np.float64) - theirs[n]))) / max(1.0, float(np.max(np.abs(theirs[n]))))
+                for n in ours
+                if n in theirs and ours[n].size
+            ]
+            result["max_rel_diff"] = max(diffs, default=0.0)
+        result["model_bytes"] = compiled._weights.nbytes + compiled.manifest.get("arena_bytes", 0)
+        artifact = os.path.join(tmp, "artifact")
+        compiled.save(artifact)
+        del compiled, session  # their threads stay out of the timing: each engine gets a process below
+        if isinstance(model, (str, os.PathLike)):
+            source = str(model)
+        else:
+            source = os.path.join(tmp, "model.onnx")
+            onnx.save(proto, source)
+        with contextlib.ExitStack() as stack:
+            einc_engine = stack.enter_context(_Engine("einc", artifact, feeds, warmup))
+            engines: dict[str, Callable[[int], list[float]]] = {"einc": einc_engine}
+            if "onnxruntime" in against:
+                engines["onnxruntime"] = stack.enter_context(_Engine("onnxruntime", source, feeds, warmup))
+            for name, fn in (extra or {}).items():
+                engines[name] = _timed(fn)
+                engines[name](warmup)
+            result["median_s"] = _median_interleaved(engines, runs)
+            result["peak_rss_mib"] = einc_engine.peak_rss_mib  # einc's process alone: this one also held onnxruntime
     work = flops(proto, input_shapes)
     result["gflop"] = work / 1e9
     result["gflops"] = {name: work / t / 1e9 for name, t in result["median_s"].items()}
     if "onnxruntime" in result["median_s"]:
         result["ratio"] = result["median_s"]["einc"] / result["median_s"]["onnxruntime"]
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["model_bytes"] = compiled._weights.nbytes + compiled.manifest.get("arena_bytes", 0)
     return result
 
 
@@ -156,5 +306,5 @@ def render(name: str, r: dict[str, Any]) -> str:
     if "ratio" in r:
         lines.append(f"  einc / onnxruntime = {r['ratio']:.2f}   (max |diff| / max |ref| = {r['max_rel_diff']:.1e})")
     lines.append(f"  compile: {r['compile_cold_s']:.2f} s cold, {r['compile_cached_s']:.3f} s cached")
-    lines.append(f"  memory: {r['model_bytes'] / 2**20:.1f} MiB weights+arena, process peak RSS {r['peak_rss_mib']:.0f} MiB")
+    lines.append(f"  memory: {r['model_bytes'] / 2**20:.1f} MiB weights+arena, einc process peak RSS {r['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines) + "\n"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 
 import numpy as np
 import onnx
+import pytest
 
 import einc
 from einc.cache import cache_key
+from einc.diagnostics import EincError
+from einc.tools.bench import _Engine, bench
 from tests.conftest import single_node_model
 
 
@@ -82,3 +86,25 @@ def test_bench_takes_input_values_and_explains_failing_random_ones(tmp_path):
     good = subprocess.run([*command, "--input", "idx=idx.npy"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert good.returncode == 0, good.stderr
     assert "einc / onnxruntime = " in good.stdout
+
+
+def test_bench_times_each_engine_in_a_process_of_its_own(tmp_path, rng):
+    """einc and onnxruntime run in spawned processes (sane medians, a ratio); `extra` engines stay here."""
+    model, feeds = _matmul(rng, 40, 32, 48)
+    calls = []
+    result = bench(model, feeds=feeds, extra={"here": lambda: calls.append(os.getpid())}, runs=10, warmup=2)
+    assert set(result["median_s"]) == {"einc", "onnxruntime", "here"} and all(t > 0 for t in result["median_s"].values())
+    assert 0 < result["ratio"] < 100 and result["max_rel_diff"] < 1e-5 and 0 < result["peak_rss_mib"] < 1024
+    assert calls and set(calls) == {os.getpid()}
+    einc.compile(model, cache=False).save(tmp_path / "a")
+    with _Engine("einc", str(tmp_path / "a"), feeds, warmup=1) as engine:
+        assert engine.pid != os.getpid() and len(engine(3)) == 3
+        os.kill(engine.pid, signal.SIGKILL)
+        with pytest.raises(EincError, match="einc's benchmark process died"):
+            engine(3)
+
+
+def test_a_broken_engine_is_one_clear_error(tmp_path):
+    """What fails in an engine's process comes back as one line, not the child's traceback."""
+    with pytest.raises(EincError, match="^einc failed in its benchmark process: .*missing: not an einc artifact"):
+        _Engine("einc", str(tmp_path / "missing"), {}, warmup=1)
