@@ -14,7 +14,10 @@ Each einsum becomes one loop nest: without a reduce, a loop over the output
 indices that stores the map; with one, an initialising loop that writes the
 identity and a nest over all indices that folds the map into the output. The
 loop order puts the index that is contiguous in the output innermost when some
-input is contiguous along it too (matmul runs m, k, n), else the reduction.
+input's last index depends on it too (matmul runs m, k, n; a 3x3/2 max pool runs
+its taps outside the output column, which then vectorises: 64 x 112 x 112 with
+its pad copy 0.29 -> 0.19 ms, 2 threads), else
+the reduction.
 Gather, concat and pad are loops over their output (or input) with computed
 source indices; scatter copies its data, then loops over its updates and stores
 each at its computed place; topk inserts each element of a row into
@@ -450,8 +453,8 @@ def _loop_order(op: EinsumOp) -> list[str]:
     outs, reds = op.output_vars, op.reduction_vars()
     if not reds or not outs:
         return outs + reds
-    innermost_of_inputs = {exprs[-1].plain_var for exprs in op.input_exprs if exprs}
-    if outs[-1] in innermost_of_inputs:
+    innermost_of_inputs = {v for exprs in op.input_exprs if exprs for v in exprs[-1].variables}
+    if outs[-1] in innermost_of_inputs:  # also strided (a pool's 2 * q + s): the vectoriser takes it
         return outs[:-1] + reds + outs[-1:]
     return outs + reds
 
