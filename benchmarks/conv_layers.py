@@ -1,16 +1,14 @@
 """Per-layer timings of ResNet-18's and PP-OCR's convolution shapes: einc against onnxruntime.
 
-Each layer is a one-node model (Conv with bias, then Relu), compiled by einc and
-timed interleaved with onnxruntime (default threads) in the same process; the
-table gives each engine's median and the ratio. Run:
-`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/conv_layers.py [--cpu] [name ...]`.
+Each layer is a one-node model (Conv with bias, then Relu), measured by `einc bench`'s
+method (einc/tools/bench.py: each engine in a process of its own, interleaved rounds);
+the table gives each engine's median and the ratio. Run:
+`.venv/bin/python benchmarks/conv_layers.py [name ...]`.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -46,61 +44,18 @@ def model(cin: int, cout: int, size, k: int, stride: int, pad: int, group: int) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-CLOCK = time.perf_counter
-"""Wall time; `--cpu` (one thread each) takes process CPU time, which a loaded host does not inflate."""
-
-
-def median_ms(fn, rounds: int = 15, reps: int = 10) -> float:
-    times = []
-    for _ in range(rounds):
-        t = CLOCK()
-        for _ in range(reps):
-            fn()
-        times.append((CLOCK() - t) / reps * 1e3)
-    return statistics.median(times)
-
-
-def main(names: list[str]) -> None:
-    import onnxruntime as ort
-
-    import einc
+def main(names: list[str], runs: int) -> None:
+    from einc.tools.bench import bench
 
     print("| layer | GFLOP | einc | onnxruntime | einc / ort | max rel diff |")
     print("|---|---|---|---|---|---|")
     for name, shape in LAYERS.items():
         if names and not any(n in name for n in names):
             continue
-        m = model(*shape)
-        x = np.random.default_rng(1).standard_normal([d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
-        compiled = einc.compile(m, cache=False)
-        options = ort.SessionOptions()
-        if CLOCK is time.process_time:
-            options.intra_op_num_threads = 1
-        sess = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        ref = sess.run(None, {"x": x})[0]
-        got = compiled.run({"x": x})
-        got = got["z"] if isinstance(got, dict) else got[0]
-        diff = float(np.abs(got - ref).max() / np.abs(ref).max())
-        for _ in range(5):
-            compiled.run({"x": x}), sess.run(None, {"x": x})
-        e, o = [], []
-        for _ in range(3):
-            e.append(median_ms(lambda c=compiled, x=x: c.run({"x": x}), 5))
-            o.append(median_ms(lambda s=sess, x=x: s.run(None, {"x": x}), 5))
-        cin, cout, size, k, stride, _, group = shape
-        oh = (size if isinstance(size, int) else size[0]) // stride
-        ow = (size if isinstance(size, int) else size[1]) // stride
-        gflop = 2 * cout * oh * ow * (cin // group) * k * k / 1e9
-        te, to = statistics.median(e), statistics.median(o)
-        print(f"| {name} | {gflop:.3f} | {te:.3f} ms | {to:.3f} ms | {te / to:.2f} | {diff:.1e} |", flush=True)
+        r = bench(model(*shape), runs=runs)
+        te, to = (r["median_s"][e] * 1e3 for e in ("einc", "onnxruntime"))
+        print(f"| {name} | {r['gflop']:.3f} | {te:.3f} ms | {to:.3f} ms | {te / to:.2f} | {r['max_rel_diff']:.1e} |", flush=True)
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--cpu" in args:
-        import os
-
-        args.remove("--cpu")
-        os.environ["EINC_NUM_THREADS"] = "1"
-        CLOCK = time.process_time
-    main(args)
+    main(sys.argv[1:], runs=200)
