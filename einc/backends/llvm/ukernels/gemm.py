@@ -92,6 +92,7 @@ class _Runs:
     second: ir.Value
     step: ir.Value
     strides: set[int]
+    chunk: int  # offsets per chunk: a chunk of one run has split == chunk
 
 
 @dataclass
@@ -551,7 +552,7 @@ class _Body:
                     def put(kk: ir.Value, value: ir.Value, j: int = j) -> None:
                         b.store(value, self.fptr(self.bbuf, b.add(dst, b.add(b.mul(kk, _c(nr)), _c(j * lanes)))), align=64)
 
-                    self.pack_runs(self.B, runs, col, b.udiv(col, _c(lanes)), b.sub(n1, col), kc, lambda kk: self.k_offset(bb, p.b, pc, kk), put)
+                    self.pack_runs(self.B, runs, col, b.udiv(col, _c(lanes)), b.sub(n1, col), kc, lambda kk: self.k_offset(bb, p.b, pc, kk), put, self.smin(kc, b.sub(_c(p.k), pc)))
 
             self.if_(contiguous, lambda: self.loop(_c(0), kc, 1, k_fast, "pbf"), general)
 
@@ -571,57 +572,61 @@ class _Body:
             def put(kk: ir.Value, value: ir.Value) -> None:
                 self.vstore(value, self.fptr(self.abuf, b.add(dst, b.mul(kk, _c(p.mr)))), lanes_mr)
 
-            self.pack_runs(self.A, runs, mp, b.udiv(mp, _c(p.mr)), b.sub(_c(p.m), mp), kc, lambda kk: self.k_offset(ab, p.a, pc, kk), put)
+            self.pack_runs(self.A, runs, mp, b.udiv(mp, _c(p.mr)), b.sub(_c(p.m), mp), kc, lambda kk: self.k_offset(ab, p.a, pc, kk), put, self.smin(kc, b.sub(_c(p.k), pc)))
 
         self.loop(m0, m1, p.mr, panel, "pap")
 
-    def k_offset(self, base: ir.Value, op: Operand, pc: ir.Value, kk: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """(offset of the operand's k = pc + kk, whether that k is real rather than padding)."""
-        kg = self.b.add(pc, kk)
+    def k_offset(self, base: ir.Value, op: Operand, pc: ir.Value, kk: ir.Value) -> ir.Value:
+        """The offset of the operand's k = pc + kk."""
         table = self.t_ak if op is self.p.a else self.t_bk
-        return self.b.add(base, self.at(table, kg)), self.b.icmp_signed("<", kg, _c(self.p.k))
+        return self.b.add(base, self.at(table, self.b.add(pc, kk)))
 
     def runs(self, offsets: np.ndarray, chunk: int, chunks: int) -> _Runs:
         """The constant tables of `pack_runs` for offsets read in chunks of `chunk` lanes."""
         split, run1, run2, step = two_runs(offsets, chunk, chunks)
         return _Runs(
             self.table(offsets, chunks * chunk + self.p.lanes, I32), self.table(split), self.table(run1), self.table(run2),
-            self.table(step), set(step[split != 0].tolist()) or {1},
+            self.table(step), set(step[split != 0].tolist()) or {1}, chunk,
         )
 
-    def pack_runs(self, src: ir.Value, runs: _Runs, first: ir.Value, chunk: ir.Value, count: ir.Value, kc: ir.Value, k_offset, put) -> None:
-        """For k in [0, kc): put(k, vector) whose lanes l < count hold src[base(k) + offsets[first + l]]
-        (0 in the other lanes, and everywhere when k is padding), `(base, real) = k_offset(k)`.
+    def pack_runs(self, src: ir.Value, runs: _Runs, first: ir.Value, chunk: ir.Value, count: ir.Value, kc: ir.Value, k_offset, put, kreal: ir.Value) -> None:
+        """For k in [0, kc): put(k, vector) whose lanes l < count hold src[k_offset(k) + offsets[first + l]]
+        (0 in the other lanes, and everywhere for k >= kreal, the padding of K).
         Where the chunk's offsets are one or two runs of stride 1 or 2 (an image row's end, the next
-        row's start) they are masked loads (at stride 2 an even-lane shuffle); otherwise a gather."""
-        b = self.b
+        row's start) they are masked loads (at stride 2 an even-lane shuffle); otherwise a gather.
+        The masks do not depend on k, so the loops over k hold only loads and stores (one load per
+        k where the chunk is one run, as in every panel of a ResNet layer)."""
+        b, v = self.b, self.v
         split = self.at(runs.split, chunk)
         run1, run2 = self.at(runs.first, chunk), self.at(runs.second, chunk)
+        self.loop(kreal, kc, 1, lambda kk: put(kk, v.const(0.0)), "prz")
 
-        def two(step: int) -> None:
-            def k(kk: ir.Value) -> None:
-                base, real = k_offset(kk)
-                n = b.select(real, count, _c(0))
-                v1 = self.strided_run(src, b.add(base, run1), _c(0), self.smin(split, n), step)
-                v2 = self.strided_run(src, b.add(base, run2), split, n, step)
+        def runs_of(step: int) -> None:
+            def one(kk: ir.Value) -> None:
+                put(kk, self.strided_run(src, b.add(k_offset(kk), run1), _c(0), count, step))
+
+            def two(kk: ir.Value) -> None:
+                base = k_offset(kk)
+                v1 = self.strided_run(src, b.add(base, run1), _c(0), self.smin(split, count), step)
+                v2 = self.strided_run(src, b.add(base, run2), split, count, step)
                 put(kk, b.select(self.lane_mask(split), v1, v2))
 
-            self.loop(_c(0), kc, 1, k, f"pr{step}")
+            self.if_(
+                b.icmp_signed(">=", split, self.smin(count, _c(runs.chunk))),
+                lambda: self.loop(_c(0), kreal, 1, one, f"pr{step}"),
+                lambda: self.loop(_c(0), kreal, 1, two, f"prr{step}"),
+            )
 
         def gather() -> None:
             offs_ptr = b.gep(runs.offsets, [first], inbounds=True, source_etype=I32)
             offs = b.sext(b.load(offs_ptr, typ=ir.VectorType(I32, self.p.lanes), align=4), ir.VectorType(I64, self.p.lanes))
-
-            def k(kk: ir.Value) -> None:
-                base, real = k_offset(kk)
-                put(kk, self.gather(self.fptr(src, base), offs, self.lane_mask(b.select(real, count, _c(0)))))
-
-            self.loop(_c(0), kc, 1, k, "prg")
+            mask = self.lane_mask(count)
+            self.loop(_c(0), kreal, 1, lambda kk: put(kk, self.gather(self.fptr(src, k_offset(kk)), offs, mask)), "prg")
 
         if runs.strides == {1}:
-            both = lambda: two(1)  # noqa: E731
+            both = lambda: runs_of(1)  # noqa: E731
         else:  # strided convolutions: runs of stride 2 in the chunks the table marks
-            both = lambda: self.if_(b.icmp_signed("==", self.at(runs.step, chunk), _c(2)), lambda: two(2), lambda: two(1))  # noqa: E731
+            both = lambda: self.if_(b.icmp_signed("==", self.at(runs.step, chunk), _c(2)), lambda: runs_of(2), lambda: runs_of(1))  # noqa: E731
         self.if_(b.icmp_signed("!=", split, _c(0)), both, gather)
 
     def strided_run(self, src: ir.Value, base: ir.Value, start: ir.Value, stop: ir.Value, step: int) -> ir.Value:
