@@ -257,3 +257,13 @@ def test_orientation_rule(cin, cout, hw, k, stride, orientation, rng):
     model = single_node_model("Conv", feeds, initializers={"w": _f(rng, cout, cin, k, k)}, strides=[stride] * 2, pads=[k // 2] * 4)
     (spec,) = _kernel_specs(model)
     assert plan(spec).c_transposed == (orientation == "pixels")
+
+
+@pytest.mark.parametrize(("m", "k", "n", "tile"), [(64, 96, 256, (6, 64)), (128, 64, 256, (6, 64)), (1024, 64, 1024, (14, 32))])
+def test_matmul_register_tile(m, k, n, tile, rng):
+    """A matmul takes another register tile only where it pads at least 3% less (64 rows: 70 in
+    14-row tiles, 66 in 6-row ones; 1024 rows: 1.2% in 14-row tiles, kept)."""
+    feeds = {"a": _f(rng, m, k)}
+    model = single_node_model("MatMul", feeds, initializers={"w": _f(rng, k, n)})
+    (spec,) = _check(model, feeds, kernels=1)
+    assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == tile
