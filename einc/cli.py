@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EincError as err:
         print(f"einc: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (a long compile or bench): no traceback; 128 + SIGINT, as shells report
+        print("einc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

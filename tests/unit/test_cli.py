@@ -114,3 +114,21 @@ def test_opt_reports_invalid_ir(tmp_path: Path):
         "  func.return %0 : tensor<4x1xf32>\n}\n"
     )
     assert_one_line_error(einc("opt", "bad.mlir", cwd=tmp_path), "output has rank 2 but 1 indices")
+
+
+def test_interrupt_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during a command: one `einc: interrupted` line and status 130, no traceback."""
+    import argparse
+
+    from einc import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(handler=interrupted)
+
+    monkeypatch.setattr(cli, "_build_parser", Parser)
+    assert cli.main(["bench", "model.onnx"]) == 130
+    assert capsys.readouterr().err == "einc: interrupted\n"
