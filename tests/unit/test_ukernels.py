@@ -259,10 +259,10 @@ def test_orientation_rule(cin, cout, hw, k, stride, orientation, rng):
     assert plan(spec).c_transposed == (orientation == "pixels")
 
 
-@pytest.mark.parametrize(("m", "k", "n", "tile"), [(64, 96, 256, (6, 64)), (128, 64, 256, (6, 64)), (1024, 64, 1024, (14, 32))])
+@pytest.mark.parametrize(("m", "k", "n", "tile"), [(64, 96, 256, (6, 64)), (128, 64, 256, (6, 64)), (1024, 64, 1024, (6, 64)), (48, 40, 96, (8, 48))])
 def test_matmul_register_tile(m, k, n, tile, rng):
-    """A matmul takes another register tile only where it pads at least 3% less (64 rows: 70 in
-    14-row tiles, 66 in 6-row ones; 1024 rows: 1.2% in 14-row tiles, kept)."""
+    """A matmul takes 6 x 64, or another register tile where that pads at least 3% less (48 x 96:
+    48 x 128 in 6 x 64, exact in 8 x 48)."""
     feeds = {"a": _f(rng, m, k)}
     model = single_node_model("MatMul", feeds, initializers={"w": _f(rng, k, n)})
     (spec,) = _check(model, feeds, kernels=1)
