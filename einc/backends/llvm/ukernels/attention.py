@@ -44,7 +44,7 @@ from xdsl.ir import SSAValue
 
 from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.backends.llvm.ukernels.gemm import offset_table
-from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.pool import define_entry
 from einc.backends.llvm.ukernels.vector import (
     EPILOGUE_FUNCTIONS,
     F32,
@@ -290,28 +290,7 @@ class AttentionPlan:
         self.score = mapexpr.parse(spec["score"])
 
     def emit(self, module: ir.Module) -> None:
-        n_args = int(self.spec["nargs"])
-        try:
-            fn = module.get_global(self.name)
-        except KeyError:
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * n_args), self.name)
-        body = ir.Function(module, BODY, f"{self.name}.body")
-        body.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        argv = b.alloca(ir.ArrayType(PTR, n_args))
-        argv.type = PTR
-        for i, arg in enumerate(fn.args):
-            b.store(arg, b.gep(argv, [_c(i)], source_etype=PTR))
-        if self.parallel:
-            b.call(add_pool(module), [body, argv, _c(self.units)])
-        else:
-            unit = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64]), f"{self.name}.serial")
-            unit.linkage = "internal"
-            ub = ir.IRBuilder(unit.append_basic_block("entry"))
-            _Loops(ub, unit).loop(_c(0), _c(self.units), 1, lambda u: ub.call(body, [unit.args[0], u]), "unit")
-            ub.ret_void()
-            b.call(unit, [argv, _c(0)])
-        b.ret_void()
+        body = define_entry(module, self.name, int(self.spec["nargs"]), self.units, self.parallel)
         (_RowBody if self.rowwise else _AttentionBody)(self, body, module).emit()
 
 

@@ -23,11 +23,10 @@ from einc.backends.llvm.ukernels.gemm import (
     GemmPlan,
     _Body,
     _c,
-    _opaque,
     _pattern,
     offset_table,
 )
-from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.pool import define_entry
 from einc.backends.llvm.ukernels.vector import F32, I32
 
 MAX_TAPS = 64
@@ -88,32 +87,7 @@ class DepthwisePlan(GemmPlan):
         raise ValueError("the depthwise kernel reads its operands in place")
 
     def emit(self, module: ir.Module) -> None:
-        n_args = 3 + len(self.extra)
-        try:
-            fn = module.get_global(self.name)
-        except KeyError:
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * n_args), self.name)
-        body = ir.Function(module, BODY, f"{self.name}.body")
-        body.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        args = _opaque(b.alloca(ir.ArrayType(ir.PointerType(), n_args)))
-        for i, arg in enumerate(fn.args):
-            b.store(arg, b.gep(args, [_c(i)], source_etype=ir.PointerType()))
-        if self.units > 1 and not self.serial:
-            b.call(add_pool(module), [body, args, _c(self.units)])
-        else:
-            done = fn.append_basic_block("done")
-            loop = fn.append_basic_block("units")
-            b.branch(loop)
-            b.position_at_end(loop)
-            u = b.phi(ir.IntType(64))
-            u.add_incoming(_c(0), fn.entry_basic_block)
-            b.call(body, [args, u])
-            nxt = b.add(u, _c(1))
-            u.add_incoming(nxt, loop)
-            b.cbranch(b.icmp_unsigned("<", nxt, _c(self.units)), loop, done)
-            b.position_at_end(done)
-        b.ret_void()
+        body = define_entry(module, self.name, 3 + len(self.extra), self.units, not self.serial)
         _DepthwiseBody(self, body, module).emit()
 
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import llvmlite.ir as ir
 import numpy as np
 
-from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.pool import define_entry
 from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
 from einc.ir import mapexpr
 
@@ -246,33 +245,7 @@ class GemmPlan:
 
     def emit(self, module: ir.Module) -> None:
         """Define the kernel (declared by the model's call) and its parallel body."""
-        n_args = 3 + len(self.extra)
-        try:
-            fn = module.get_global(self.name)
-        except KeyError:
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * n_args), self.name)
-        body = ir.Function(module, BODY, f"{self.name}.body")
-        body.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        args = _opaque(b.alloca(ir.ArrayType(PTR, n_args)))
-        for i, arg in enumerate(fn.args):
-            b.store(arg, b.gep(args, [_c(i)], source_etype=PTR))
-        if self.units > 1 and not self.serial:
-            b.call(add_pool(module), [body, args, _c(self.units)])
-            b.ret_void()
-        else:  # on this thread, unit after unit
-            loop, step, done = (fn.append_basic_block(x) for x in ("units", "unit", "done"))
-            b.branch(loop)
-            b.position_at_end(loop)
-            u = b.phi(I64)
-            u.add_incoming(_c(0), fn.entry_basic_block)
-            b.cbranch(b.icmp_unsigned("<", u, _c(self.units)), step, done)
-            b.position_at_end(step)
-            b.call(body, [args, u])
-            u.add_incoming(b.add(u, _c(1)), step)
-            b.branch(loop)
-            b.position_at_end(done)
-            b.ret_void()
+        body = define_entry(module, self.name, 3 + len(self.extra), self.units, not self.serial)
         _Body(self, body, module).emit()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from llvmlite import ir
 
-from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.pool import define_entry
 
 _I64, _PTR = ir.IntType(64), ir.PointerType()
 
@@ -32,20 +32,8 @@ class ParallelPlan:
     def emit(self, module: ir.Module) -> None:
         s = self.spec
         n = int(s["nargs"])
-        try:
-            fn = module.get_global(s["name"])
-        except KeyError:
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_PTR] * n), s["name"])
+        body = define_entry(module, s["name"], n, int(s["units"]), True)
         callee = module.get_global(s["callee"])
-        body = ir.Function(module, BODY, f"{s['name']}.body")
-        body.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        argv = b.alloca(ir.ArrayType(_PTR, n))
-        argv.type = _PTR
-        for i, arg in enumerate(fn.args):
-            b.store(arg, b.gep(argv, [_c(i)], source_etype=_PTR))
-        b.call(add_pool(module), [body, argv, _c(int(s["units"]))])
-        b.ret_void()
         b = ir.IRBuilder(body.append_basic_block("entry"))
         args, unit = body.args
         ptrs = [b.load(b.gep(args, [_c(i)], source_etype=_PTR), typ=_PTR) for i in range(n)]

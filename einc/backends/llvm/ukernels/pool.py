@@ -319,3 +319,38 @@ def add_pool(m: ir.Module) -> ir.Function:
     b.store_atomic(_c32(0), stop, "seq_cst", 4)
     b.ret_void()
     return par
+
+
+def define_entry(m: ir.Module, name: str, n_args: int, units: int, parallel: bool) -> ir.Function:
+    """Define kernel `name(ptr x n_args)` (declared by the model's call, or here) and return its
+    empty `name.body(args, unit)`: the entry stores its arguments in an array and runs units
+    0..units-1 of the body on the pool (`parallel`, more than one unit) or one after the other on
+    the calling thread. Every kernel (GEMM, depthwise, rows, attention, parallel nests) starts so."""
+    try:
+        fn = m.get_global(name)
+    except KeyError:
+        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [_PTR] * n_args), name)
+    body = ir.Function(m, BODY, f"{name}.body")
+    body.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    argv = b.alloca(ir.ArrayType(_PTR, n_args))
+    argv.type = _PTR  # an opaque pointer (llvmlite types allocas as typed pointers)
+    for i, arg in enumerate(fn.args):
+        b.store(arg, b.gep(argv, [_c64(i)], source_etype=_PTR))
+    if parallel and units > 1:
+        b.call(add_pool(m), [body, argv, _c64(units)])
+        b.ret_void()
+        return body
+    loop, step, done = (fn.append_basic_block(x) for x in ("units", "unit", "done"))
+    b.branch(loop)
+    b.position_at_end(loop)
+    u = b.phi(_I64)
+    u.add_incoming(_c64(0), fn.entry_basic_block)
+    b.cbranch(b.icmp_unsigned("<", u, _c64(units)), step, done)
+    b.position_at_end(step)
+    b.call(body, [argv, u])
+    u.add_incoming(b.add(u, _c64(1)), step)
+    b.branch(loop)
+    b.position_at_end(done)
+    b.ret_void()
+    return body

@@ -38,7 +38,7 @@ from llvmlite import ir
 from xdsl.ir import SSAValue
 
 from einc.backends.llvm.ukernels.declare import call_kernel
-from einc.backends.llvm.ukernels.pool import BODY, add_pool
+from einc.backends.llvm.ukernels.pool import define_entry
 from einc.backends.llvm.ukernels.vector import F32, I32, VectorEmitter
 from einc.ir import mapexpr
 from einc.ir.ein import REDUCTIONS, ConstantOp, EinsumOp, GroupOp, ReshapeOp
@@ -234,23 +234,7 @@ class RowsPlan:
         self.units = -(-self.rows // self.chunk)
 
     def emit(self, module: ir.Module) -> None:
-        n_args = int(self.spec["nargs"])
-        try:
-            fn = module.get_global(self.name)
-        except KeyError:
-            fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * n_args), self.name)
-        body = ir.Function(module, BODY, f"{self.name}.body")
-        body.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        argv = b.alloca(ir.ArrayType(PTR, n_args))
-        argv.type = PTR
-        for i, arg in enumerate(fn.args):
-            b.store(arg, b.gep(argv, [_c(i)], source_etype=PTR))
-        if self.units > 1:
-            b.call(add_pool(module), [body, argv, _c(self.units)])
-        else:
-            b.call(body, [argv, _c(0)])
-        b.ret_void()
+        body = define_entry(module, self.name, int(self.spec["nargs"]), self.units, True)
         _RowsBody(self, body, module).emit()
 
 
