@@ -15,6 +15,7 @@ _PASS_CLASSES: dict[str, str] = {
     "defer-division": "einc.passes.defer_division:DeferDivisionPass",
     "fold-weights": "einc.passes.fold_weights:FoldWeights",
     "fuse": "einc.passes.fuse:Fuse",
+    "winograd": "einc.passes.winograd:Winograd",
     "tile": "einc.passes.tile:Tile",
     "memplan": "einc.passes.memplan:MemPlan",
     "lower-ein-to-loops": "einc.passes.lower_ein_to_loops:LowerEinToLoops",

@@ -156,7 +156,7 @@ def epilogue_chain(con: EinsumOp) -> tuple[list[EinsumOp], str]:
     return chain[:best], stop
 
 
-def _make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[SSAValue] | None = None) -> GroupOp:
+def make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[SSAValue] | None = None) -> GroupOp:
     """Wrap `ops` (in order) into an isolated group placed where the last one was.
 
     `outputs` are the values read outside (by default the last op's result);
@@ -209,7 +209,7 @@ def fuse_contractions(block: Block, declined: dict[Operation, str] | None = None
         )
         if declined and op in declined:
             why += f"; not an attention group: {declined[op]}"
-        groups.append(_make_group("contraction", chain, why))
+        groups.append(make_group("contraction", chain, why))
     return groups
 
 
@@ -290,7 +290,7 @@ def fuse_attention(block: Block, enabled: bool = True) -> tuple[list[GroupOp], d
         if not enabled:
             declined[op] = "the attention kernel is off (fuse{attention=false})"
             continue
-        groups.append(_make_group("attention", ops, why))
+        groups.append(make_group("attention", ops, why))
     return groups, declined
 
 
@@ -475,7 +475,7 @@ def fuse_rows(block: Block) -> list[GroupOp]:
             f"{space.pass_count} pass{'es' if space.pass_count != 1 else ''} over each row (the row stays in cache "
             f"between them), {len(outputs)} result{'s' if len(outputs) != 1 else ''} read outside; the chain ends: {stop}"
         )
-        groups.append(_make_group("rows", space.ops, why, outputs))
+        groups.append(make_group("rows", space.ops, why, outputs))
     return groups
 
 

@@ -824,6 +824,8 @@ GROUP_KERNELS: dict[str, str] = {
     "contraction": "einc.backends.llvm.ukernels.calls:ContractionCall",
     "rows": "einc.backends.llvm.ukernels.rows:RowsCall",
     "attention": "einc.backends.llvm.ukernels.attention:AttentionCall",
+    "winograd-input": "einc.backends.llvm.ukernels.winograd:WinogradInputCall",
+    "winograd-output": "einc.backends.llvm.ukernels.winograd:WinogradOutputCall",
 }
 """Group kind -> handler (`accepts(group)`, `lower(lowering, emitter, group)`) that
 lowers a whole group to a kernel call; groups without one (or that it declines)

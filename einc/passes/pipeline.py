@@ -21,7 +21,7 @@ REWRITES = "defer-division"
 FOLD = "fold-weights"
 """Ops on weights and constants only, computed once at compile time (every target runs it)."""
 
-CPU_LOOPS = f"{CASCADE},{REWRITES},{FOLD},fuse,tile,memplan,lower-ein-to-loops"
+CPU_LOOPS = f"{CASCADE},{REWRITES},{FOLD},fuse,winograd,tile,memplan,lower-ein-to-loops"
 """ONNX graph -> rewritten einsum cascades -> weight-only ops folded -> fused groups with
 tile sizes -> arena plan -> loop nests on flat buffers and kernel calls."""
 

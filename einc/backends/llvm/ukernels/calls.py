@@ -96,10 +96,25 @@ def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[in
     }
     # Compose the epilogue: $0 is the accumulator, $1.. the extra inputs.
     scale = contraction_scale(con)
-    expr: mapexpr.Expr = mapexpr.Input(0) if scale == 1.0 else mapexpr.Call("mul", (mapexpr.Input(0), mapexpr.Const(scale)))  # type: ignore[arg-type]
+    head: mapexpr.Expr = mapexpr.Input(0) if scale == 1.0 else mapexpr.Call("mul", (mapexpr.Input(0), mapexpr.Const(scale)))  # type: ignore[arg-type]
+    epilogue = compose_epilogue(chain, head, outs, args, shapes)
+    if epilogue is None:
+        return None
+    spec["epilogue"] = epilogue
+    return spec
+
+
+def compose_epilogue(
+    chain: list[EinsumOp], head: mapexpr.Expr, outs: list[str], args: list[SSAValue], shapes: list[tuple[int, ...]]
+) -> dict[str, Any] | None:
+    """The epilogue of a kernel whose accumulator is `chain[0]`'s result (`head`, over `$0`)
+    and that applies the elementwise einsums `chain[1:]` before it stores: their map over
+    `$0` and the extra inputs `$1..`, each with its offset coefficients over the kernel's
+    output variables `outs`; None if an input is neither the group's nor the chain's."""
+    expr = head
     extras: list[dict[str, Any]] = []
     keys: list[tuple[int, tuple[str, ...]]] = []
-    values: dict[SSAValue, mapexpr.Expr] = {con.output: expr}
+    values: dict[SSAValue, mapexpr.Expr] = {chain[0].output: expr}
     for op in chain[1:]:
         names = dict(zip(op.output_vars, outs))
         subst: list[mapexpr.Expr] = []
@@ -117,8 +132,7 @@ def plan_spec(group: GroupOp, shapes: list[tuple[int, ...]], out_shape: tuple[in
                 extras.append({"coef": coef, "const": const, "input": args.index(value)})
             subst.append(mapexpr.Input(1 + keys.index(key)))
         values[op.output] = expr = mapexpr.substitute(op.map_expr, subst)
-    spec["epilogue"] = {"map": mapexpr.render(expr), "inputs": extras}
-    return spec
+    return {"map": mapexpr.render(expr), "inputs": extras}
 
 
 def _weight_only_here(lowering: _FunctionLowering, value: SSAValue, group: GroupOp) -> str | None:

@@ -94,6 +94,18 @@ class _Runs:
     chunk: int  # offsets per chunk: a chunk of one run has split == chunk
 
 
+def operand_tables(ext: dict[str, int], which: dict[str, Any], batch: list[str], rows: list[str], cols: list[str]) -> Operand:
+    """An operand's offset tables (spec entry `which`: coefficients, constant) over the batch, row and column variables."""
+    coef = {v: int(c) for v, c in which["coef"].items()}
+    const = int(which.get("const", 0))
+    return Operand(
+        offset_table(ext, batch, coef) + const,
+        offset_table(ext, rows, coef),
+        offset_table(ext, cols, coef),
+        bool(which.get("packed", False)),
+    )
+
+
 @dataclass
 class Operand:
     """One operand's offset tables over the roles it is indexed by."""
@@ -122,14 +134,7 @@ class GemmPlan:
         self.kp = -(-self.k // KU) * KU
 
         def tables(which: dict[str, Any], row: str, col: str) -> Operand:
-            coef = {v: int(c) for v, c in which["coef"].items()}
-            const = int(which.get("const", 0))
-            return Operand(
-                offset_table(ext, spec["batch"], coef) + const,
-                offset_table(ext, spec[row], coef),
-                offset_table(ext, spec[col], coef),
-                bool(which.get("packed", False)),
-            )
+            return operand_tables(ext, which, spec["batch"], spec[row], spec[col])
 
         self.a = tables(spec["a"], "m", "k")
         # An activation A with K contiguous is read in place (rows are streams the

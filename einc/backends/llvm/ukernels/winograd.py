@@ -1,0 +1,285 @@
+"""Vector kernels of the Winograd transform groups that `passes/winograd.py` makes.
+
+Both transforms of F(2x2, 3x3) only add and subtract, so they are memory-bound
+passes: each kernel reads its operand once and writes its result once, 16
+tiles (one vector) at a time along a row of tiles.
+
+- input (`winograd-input`): for 16 tiles u0..u0+15 of tile row t, the 4x4
+  windows start at columns 2u: the four vectors of one window row are the even
+  and odd lanes of two pairs of loads (an even-lane shuffle as in the depthwise
+  kernel), then `BT d B` is 8 + 8 vector adds per window row and column, and
+  the 16 results go to V[x, y, plane, t, u] (rows of tiles contiguous, as the
+  GEMM reads its B operand).
+- output (`winograd-output`): the 16 GEMM results M[x, y, plane, t, u] of 16
+  tiles give `AT m A`, two output rows of 32 pixels whose columns interleave
+  (j = 0, 1); the convolution's epilogue (bias, activation, residual) is applied
+  to each vector before its store, as the GEMM kernel does (`_Body.epilogue`).
+
+Units of work are planes (an image's channel), split into blocks of tile rows
+when there are fewer planes than 4 per thread.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from llvmlite import ir
+
+from einc.backends.llvm.ukernels.declare import call_kernel
+from einc.backends.llvm.ukernels.gemm import PTR, _Body, _c, _pattern, operand_tables
+from einc.backends.llvm.ukernels.pool import define_entry, thread_count
+from einc.backends.llvm.ukernels.vector import I32
+from einc.ir import mapexpr
+from einc.ir.ein import EinsumOp, GroupOp
+from einc.ir.indexexpr import IndexExpr, flat_offset
+
+if TYPE_CHECKING:
+    from einc.passes.lower_ein_to_loops import _Emitter, _FunctionLowering
+
+SERIAL_ELEMENTS = 1 << 16
+"""Transforms writing fewer values than this run on the calling thread alone."""
+ROW_VARS = ["t", "i", "u", "j"]
+"""The output group's variables along an output plane: [t, i, u, j] is the row-major [2t + i, 2u + j]."""
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())
+
+
+def _ops(group: GroupOp) -> list[EinsumOp] | None:
+    ops = [op for op in group.body.block.ops if op.name != "ein.yield"]
+    if not ops or not all(isinstance(op, EinsumOp) for op in ops) or group.yielded[0] is not ops[-1].results[0]:
+        return None
+    return ops  # type: ignore[return-value]
+
+
+def _split(planes: int, rows: int, threads: int) -> tuple[int, int]:
+    """(tile rows per unit, row blocks per plane): whole planes, unless there are fewer than 4 per thread."""
+    per_unit = rows if planes >= 4 * threads else max(1, -(-rows * planes // (4 * threads)))
+    return per_unit, -(-rows // per_unit)
+
+
+class WinogradInputCall:
+    """The handler of "winograd-input" groups: V[x, y, n, c, t, u] from the padded image."""
+
+    @staticmethod
+    def accepts(group: GroupOp) -> bool:
+        ops = _ops(group)
+        if ops is None or len(ops) != 1 or ops[0].output_vars != ["x", "y", "n", "c", "t", "u"]:
+            return False
+        image = _shape(ops[0].inputs[2])
+        _, _, n, c, th, tw = _shape(ops[0].output)
+        return image == (n, c, 2 * th + 2, 2 * tw + 2)
+
+    @staticmethod
+    def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
+        (op,) = _ops(group)  # type: ignore[misc]
+        _, _, n, c, th, tw = _shape(op.output)
+        image = group.inputs[list(group.body.block.args).index(op.inputs[2])]  # type: ignore[arg-type]
+        spec = {"kind": "winograd_input", "planes": n * c, "th": th, "tw": tw, "lanes": 16, "threads": thread_count()}
+        args = [lowering.buffers[image].ref, lowering.buffers[group.outputs[0]].ref]
+        call_kernel(lowering, e, spec, args, "einc_winograd")
+
+
+class WinogradOutputCall:
+    """The handler of "winograd-output" groups: Y[n, m, t, i, u, j] with the epilogue applied."""
+
+    @staticmethod
+    def spec(group: GroupOp) -> dict[str, Any] | None:
+        from einc.backends.llvm.ukernels.calls import compose_epilogue  # calls -> passes.fuse -> ukernels
+
+        ops = _ops(group)
+        if ops is None or ops[0].output_vars != ["n", "m", *ROW_VARS] or len(ops[0].inputs) != 3:
+            return None
+        args = list(group.body.block.args)
+        shapes = [_shape(v) for v in group.inputs]
+        outs = ops[0].output_vars
+        epilogue = compose_epilogue(ops, mapexpr.Input(0), outs, args, shapes)  # type: ignore[arg-type]
+        if epilogue is None:
+            return None
+        n, m, th, _, tw, _ = _shape(ops[0].output)
+        out = _shape(group.outputs[0])
+        return {
+            "kind": "winograd_output", "vars": dict(zip(outs, out)), "th": th, "tw": tw, "planes": n * m,
+            "source": args.index(ops[0].inputs[2]),  # type: ignore[arg-type]
+            "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], out))),
+            "epilogue": epilogue, "lanes": 16, "threads": thread_count(),
+        }
+
+    @staticmethod
+    def accepts(group: GroupOp) -> bool:
+        return WinogradOutputCall.spec(group) is not None
+
+    @staticmethod
+    def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
+        spec = WinogradOutputCall.spec(group)
+        assert spec is not None
+        buffers = [lowering.buffers[v] for v in group.inputs]
+        args = [buffers[spec.pop("source")].ref, lowering.buffers[group.outputs[0]].ref]
+        args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
+        call_kernel(lowering, e, spec, args, "einc_winograd")
+
+
+class _Plan:
+    """What both transform kernels know at compile time: planes, tile rows, the work split."""
+
+    n_inputs = 2
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.lanes = int(spec.get("lanes", 16))
+        self.planes, self.th, self.tw = int(spec["planes"]), int(spec["th"]), int(spec["tw"])
+        threads = int(spec.get("threads", 1))
+        self.serial = threads == 1 or 16 * self.planes * self.th * self.tw < SERIAL_ELEMENTS
+        self.rows_per_unit, self.row_blocks = _split(self.planes, self.th, 1 if self.serial else threads)
+        self.extra: list = []
+
+    @property
+    def units(self) -> int:
+        return self.planes * self.row_blocks
+
+    def pack(self, which: str, flat: np.ndarray) -> np.ndarray:
+        raise ValueError("the Winograd transforms read their operands in place")
+
+    def emit(self, module: ir.Module) -> None:
+        body = define_entry(module, self.name, self.n_inputs + len(self.extra), self.units, not self.serial)
+        self.body(self, body, module).emit()
+
+
+class _TransformBody(_Body):
+    """Shared by both kernels: the unit's plane and tile rows, the loop over vectors of tiles."""
+
+    p: _Plan
+
+    def emit(self) -> None:
+        p, b = self.p, self.b
+        argv = self.fn.args[0]
+        self.ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR) for i in range(p.n_inputs + len(p.extra))]
+        u = self.fn.args[1]
+        plane = b.udiv(u, _c(p.row_blocks))
+        t0 = b.mul(b.urem(u, _c(p.row_blocks)), _c(p.rows_per_unit))
+        t1 = self.smin(b.add(t0, _c(p.rows_per_unit)), _c(p.th))
+        self.begin(plane)
+        full = p.tw // p.lanes * p.lanes
+
+        def row(t: ir.Value) -> None:
+            if full:
+                self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(plane, t, q, p.lanes), "wq")
+            if p.tw > full:
+                self.tiles(plane, t, _c(full), p.tw - full)
+
+        self.loop(t0, t1, 1, row, "wt")
+        b.ret_void()
+
+    def begin(self, plane: ir.Value) -> None:
+        """Per-unit set-up (tables, base offsets)."""
+
+    def tiles(self, plane: ir.Value, t: ir.Value, u0: ir.Value, count: int) -> None:
+        raise NotImplementedError
+
+    def mask(self, count: int) -> ir.Value | None:
+        return None if count >= self.p.lanes else self.lane_mask(_c(count))
+
+    def tile_offset(self, plane: ir.Value, x: int, y: int, t: ir.Value, u0: ir.Value) -> ir.Value:
+        """Offset of [x, y, plane, t, u0] in the transformed layout [4, 4, planes, th * tw]."""
+        p, b = self.p, self.b
+        first = b.add(b.mul(_c(x * 4 + y), _c(p.planes)), plane)
+        return b.add(b.mul(first, _c(p.th * p.tw)), b.add(b.mul(t, _c(p.tw)), u0))
+
+
+def _even_odd(b: ir.IRBuilder, lo: ir.Value, hi: ir.Value, lanes: int) -> tuple[ir.Value, ir.Value]:
+    even = ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2)))
+    odd = ir.Constant(ir.VectorType(I32, lanes), list(range(1, 2 * lanes, 2)))
+    return b.shuffle_vector(lo, hi, even), b.shuffle_vector(lo, hi, odd)
+
+
+def _bt(b: ir.IRBuilder, d: list[ir.Value]) -> list[ir.Value]:
+    """`BT d` along one axis of a 4-point window."""
+    return [b.fsub(d[0], d[2]), b.fadd(d[1], d[2]), b.fsub(d[2], d[1]), b.fsub(d[1], d[3])]
+
+
+def _at(b: ir.IRBuilder, m: list[ir.Value]) -> list[ir.Value]:
+    """`AT m` along one axis: two outputs from four points."""
+    return [b.fadd(b.fadd(m[0], m[1]), m[2]), b.fsub(b.fsub(m[1], m[2]), m[3])]
+
+
+class WinogradInputPlan(_Plan):
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__(spec)
+        self.body = _InputBody
+
+
+class _InputBody(_TransformBody):
+    def begin(self, plane: ir.Value) -> None:
+        p = self.p
+        self.src = self.b.mul(plane, _c((2 * p.th + 2) * (2 * p.tw + 2)))
+
+    def tiles(self, plane: ir.Value, t: ir.Value, u0: ir.Value, count: int) -> None:
+        p, b, lanes = self.p, self.b, self.p.lanes
+        image, out = self.ptrs
+        width = 2 * p.tw + 2
+        rows = []
+        for a in range(4):
+            base = b.add(self.src, b.add(b.mul(b.add(b.mul(t, _c(2)), _c(a)), _c(width)), b.mul(u0, _c(2))))
+            loads = []
+            for shift, needed in ((0, 2 * count + 2), (2, 2 * count)):  # window columns 0, 1 and 2, 3
+                lo = self.vload(self.fptr(image, b.add(base, _c(shift))), self.mask(needed))
+                hi = self.vload(self.fptr(image, b.add(base, _c(shift + lanes))), self.mask(needed - lanes)) if needed > lanes else self.v.const(0.0)
+                loads.extend(_even_odd(b, lo, hi, lanes))
+            rows.append(_bt(b, loads))
+        mask = self.mask(count)
+        for y in range(4):
+            for x, value in enumerate(_bt(b, [rows[a][y] for a in range(4)])):
+                self.vstore(value, self.fptr(out, self.tile_offset(plane, x, y, t, u0)), mask)
+
+
+class WinogradOutputPlan(_Plan):
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__(spec)
+        self.body = _OutputBody
+        ext = spec["vars"]
+        self.m = ext["m"]
+        self.width = 2 * self.tw
+        self.n = math.prod(ext[v] for v in ROW_VARS)
+        self.c = operand_tables(ext, spec["c"], ["n"], ["m"], ROW_VARS)
+        if not np.array_equal(self.c.k, np.arange(self.n)):
+            raise ValueError("the output planes must be contiguous")
+        epi = spec.get("epilogue") or {}
+        self.epilogue = mapexpr.parse(epi.get("map", "$0"))
+        self.extra = [operand_tables(ext, x, ["n"], ["m"], ROW_VARS) for x in epi.get("inputs", [])]
+
+
+class _OutputBody(_TransformBody):
+    p: WinogradOutputPlan
+
+    def begin(self, plane: ir.Value) -> None:
+        p, b = self.p, self.b
+        self.E = self.ptrs[2:]
+        self.t_eb = [self.table(e.b) for e in p.extra]
+        self.t_em = [self.table(e.r) for e in p.extra]
+        self.e_kind = [_pattern(e.k) for e in p.extra]
+        self.t_en = [self.table(e.k, p.n + p.lanes, I32) for e in p.extra]
+        self.bi, self.mi = b.udiv(plane, _c(p.m)), b.urem(plane, _c(p.m))
+        self.dst = b.add(self.at(self.table(p.c.b), self.bi), self.at(self.table(p.c.r), self.mi))
+
+    def tiles(self, plane: ir.Value, t: ir.Value, u0: ir.Value, count: int) -> None:
+        p, b, lanes = self.p, self.b, self.p.lanes
+        source, out = self.ptrs[:2]
+        mask = self.mask(count)
+        m = [[self.vload(self.fptr(source, self.tile_offset(plane, x, y, t, u0)), mask) for y in range(4)] for x in range(4)]
+        s = [_at(b, m[x]) for x in range(4)]  # s[x][j]
+        low = ir.Constant(ir.VectorType(I32, lanes), [k // 2 + (k % 2) * lanes for k in range(lanes)])
+        high = ir.Constant(ir.VectorType(I32, lanes), [lanes // 2 + k // 2 + (k % 2) * lanes for k in range(lanes)])
+        for j0, y in enumerate(zip(*[_at(b, [s[x][j] for x in range(4)]) for j in range(2)])):
+            row = b.mul(b.add(b.mul(t, _c(2)), _c(j0)), _c(p.width))  # output row 2t + i, i = j0
+            for half, order in enumerate((low, high)):
+                cols = 2 * count - half * lanes
+                if cols <= 0:
+                    continue
+                col = b.add(row, b.add(b.mul(u0, _c(2)), _c(half * lanes)))
+                vmask = self.mask(cols)
+                value = self.epilogue(b.shuffle_vector(y[0], y[1], order), self.bi, self.mi, col, 0, 0, vmask)
+                self.vstore(value, self.fptr(out, b.add(self.dst, col)), vmask)
