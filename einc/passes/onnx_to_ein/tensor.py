@@ -469,8 +469,9 @@ def lower_one_hot(b: CascadeBuilder, node: Node) -> list[SSAValue]:
 
     The depth is the inferred size of the new axis; negative indices count from
     it and out-of-range ones match no position, as in ONNX. Float indices are
-    compared as floats: 2.7 matches no position (onnxruntime and onnx's
-    reference agree on this).
+    cast to integers first, as the operator's definition says (truncated toward
+    zero: 2.7 is 2, -1.5 is -1; onnxruntime does so from 1.32, earlier versions
+    compared the floats).
     """
     indices, values = _input(node, 0), _input(node, 2)
     ty = node.result_types[0]
@@ -481,7 +482,10 @@ def lower_one_hot(b: CascadeBuilder, node: Node) -> list[SSAValue]:
         return [_empty(b, ty)]
     vars_ = axis_vars(len(out_shape))
     index_vars = [v for d, v in enumerate(vars_) if d != axis]
-    wrapped = f"select(lt($0, 0), $0 + {depth}, $0)"
+    index = "$0"
+    if _elem_dtype(indices).kind == "f":
+        index = "select(lt($0, 0.0), ceil($0), floor($0))"  # the cast to int64: toward zero
+    wrapped = f"select(lt({index}, 0), {index} + {depth}, {index})"
     return [
         b.einsum(
             [indices, _iota(b, depth), values, values],
