@@ -128,6 +128,16 @@ def _cmd_opt(argv: Sequence[str]) -> int:
     except (ParseError, VerifyException, DiagnosticException, PassFailedException) as err:
         print(f"einc: error: {err}", file=sys.stderr)
         return 1
+    except FileNotFoundError as err:
+        print(f"einc: error: {err.filename}: no such file", file=sys.stderr)
+        return 1
+    except ValueError as err:  # xdsl-opt's input reader: a file it cannot parse by its extension
+        if not str(err).startswith("Unrecognized file extension"):
+            raise
+        path = next((a for a in argv if not a.startswith("-") and os.path.isfile(a)), "input")
+        print(f"einc: error: {path}: `einc opt` reads IR text (.mlir), not {os.path.splitext(path)[1] or 'this file'}; "
+              "give an ONNX model to `einc compile` or `einc explain`", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -116,6 +116,12 @@ def test_opt_reports_invalid_ir(tmp_path: Path):
     assert_one_line_error(einc("opt", "bad.mlir", cwd=tmp_path), "output has rank 2 but 1 indices")
 
 
+def test_opt_refuses_a_model_file(gemm_model: Path, tmp_path: Path):
+    """`einc opt` on an ONNX model (or a missing file): one line naming the file, no traceback."""
+    assert_one_line_error(einc("opt", str(gemm_model), "-p", "fuse", cwd=tmp_path), f"{gemm_model}: `einc opt` reads IR text")
+    assert_one_line_error(einc("opt", "missing.mlir", cwd=tmp_path), "missing.mlir: no such file")
+
+
 def test_interrupt_is_one_line(monkeypatch, capsys):
     """Ctrl-C during a command: one `einc: interrupted` line and status 130, no traceback."""
     import argparse
