@@ -83,14 +83,14 @@ def _worth_folding(op: Operation, inline_only: bool) -> bool:
     return True
 
 
-def _symbol(hint: str | None, table: dict[str, np.ndarray]) -> str:
+def new_symbol(hint: str | None, table: dict[str, np.ndarray], suffix: str = "folded") -> str:
     """A new symbol after the value's name, unique in the table (deterministic: program order)."""
-    base = re.sub(r"[^A-Za-z0-9_$.]", "_", hint or "folded")
+    base = re.sub(r"[^A-Za-z0-9_$.]", "_", hint or suffix)
     base = base if re.match(r"[A-Za-z_]", base) else "_" + base
-    symbol, n = f"{base}_folded", 0
+    symbol, n = f"{base}_{suffix}", 0
     while symbol in table:
         n += 1
-        symbol = f"{base}_folded_{n}"
+        symbol = f"{base}_{suffix}_{n}"
     return symbol
 
 
@@ -157,7 +157,7 @@ class FoldWeights(ModulePass):
         if value.size <= INLINE_LIMIT or table is None:
             new: Operation = ConstantOp(dense_attr(value, ty))
         else:
-            sym = _symbol(result.name_hint, table)
+            sym = new_symbol(result.name_hint, table)
             table[sym] = value
             new = WeightOp(sym, ty)
         block = op.parent_block()

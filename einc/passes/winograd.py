@@ -33,13 +33,13 @@ from typing import ClassVar
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, UnitAttr, f32
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
 from einc.ir.ein import ConstantOp, EinsumOp, GroupOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr
-from einc.passes.fold_weights import _symbol, weight_table
+from einc.passes.fold_weights import new_symbol, weight_table
 from einc.passes.fuse import make_group
 from einc.passes.onnx_to_ein.common import constant_value, dense_attr
 
@@ -62,6 +62,7 @@ class _Conv:
     group: GroupOp
     image: SSAValue  # the padded image outside the group: [N, C, OH + 2, OW + 2]
     weight: np.ndarray  # [M, C, 3, 3]
+    weight_value: SSAValue  # the op outside the group that gives it
     shape: tuple[int, int, int, int, int]  # N, C, M, OH, OW
 
 
@@ -102,7 +103,8 @@ def match(group: GroupOp, table: dict[str, np.ndarray] | None) -> _Conv | str:
             continue
         if iexprs[2] != IndexExpr.affine({p: 1, r: 1}) or iexprs[3] != IndexExpr.affine({q: 1, s: 1}):
             continue
-        weight = _value_of(group.inputs[args.index(con.inputs[weight_at])], table)  # type: ignore[arg-type]
+        weight_value = group.inputs[args.index(con.inputs[weight_at])]  # type: ignore[arg-type]
+        weight = _value_of(weight_value, table)
         if weight is None:
             return "its weight is not known at compile time"
         if weight.shape[2:] != (3, 3):
@@ -110,18 +112,18 @@ def match(group: GroupOp, table: dict[str, np.ndarray] | None) -> _Conv | str:
         image = group.inputs[args.index(con.inputs[image_at])]  # type: ignore[arg-type]
         N, C = image.type.get_shape()[:2]  # type: ignore[attr-defined]
         M, OH, OW = con.result_type().get_shape()[1:]
-        return _Conv(group, image, weight, (N, C, M, OH, OW))
+        return _Conv(group, image, weight, weight_value, (N, C, M, OH, OW))
     return "not a stride-1 convolution (image [n, c, p + r, q + s], weight [m, c, r, s])"
 
 
-def worth(conv: _Conv) -> str | None:
+def worth(conv: _Conv, min_pixels: int = MIN_PIXELS, min_channels: int = MIN_CHANNELS) -> str | None:
     """Why the Winograd form does not pay here (None: it does)."""
     _, C, M, OH, OW = conv.shape
     if OH % 2 or OW % 2:
         return f"an odd map ({OH}x{OW}): 2x2 blocks do not tile it"
-    if OH * OW < MIN_PIXELS:
-        return f"a small map ({OH}x{OW} < {MIN_PIXELS} pixels): the larger weight costs more than the GEMM saves"
-    if min(C, M) < MIN_CHANNELS:
+    if OH * OW < min_pixels:
+        return f"a small map ({OH}x{OW} < {min_pixels} pixels): the larger weight costs more than the GEMM saves"
+    if min(C, M) < min_channels:
         return f"few channels ({C} -> {M}): the transforms cost more than the GEMM saves"
     return None
 
@@ -141,7 +143,7 @@ def _einsum(inputs: list[SSAValue], indices: list[str], out: str, shape: tuple[i
     return EinsumOp(inputs, exprs, out.split(","), _tensor(shape), maps, "add" if reduce else None)
 
 
-def rewrite(conv: _Conv, table: dict[str, np.ndarray]) -> None:
+def rewrite(conv: _Conv, table: dict[str, np.ndarray] | None) -> None:
     """Replace the convolution group by the input, GEMM and output groups of its Winograd form."""
     group = conv.group
     N, C, M, OH, OW = conv.shape
@@ -153,9 +155,13 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray]) -> None:
     hint = group.outputs[0].name_hint or "conv"
 
     u = np.einsum("xa,yb,mcab->xymc", G, G, conv.weight.astype(np.float32)).astype(np.float32)
-    sym = _symbol(f"{hint}_winograd", table)
-    table[sym] = np.ascontiguousarray(u)
-    new: list = [WeightOp(sym, _tensor(u.shape)), _constant(BT), _constant(AT)]
+    if table is None:  # IR without its weight table (`einc opt`): the weight was a constant
+        new: list = [_constant(u)]
+    else:
+        sym = new_symbol(hint, table, "winograd")
+        table[sym] = np.ascontiguousarray(u)
+        new = [WeightOp(sym, _tensor(u.shape))]
+    new += [_constant(BT), _constant(AT)]
     w_u, bt, at = (op.results[0] for op in new)
 
     v6 = _einsum([bt, bt, conv.image], ["x,a", "y,b", "n,c,2*t+a,2*u+b"], "x,y,n,c,t,u", (4, 4, N, C, TH, TW), True)
@@ -169,6 +175,7 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray]) -> None:
     outer = dict(zip(group.body.block.args, group.inputs))
     values: dict[SSAValue, SSAValue] = {con.output: y6.output}
     six = [IndexExpr.var(x) for x in ("n", "m", "t", "i", "u", "j")]
+    steps: list[EinsumOp] = []
     for op in epilogue:
         assert isinstance(op, EinsumOp)
         roles = dict(zip(op.output_vars, ({"n": 1}, {"m": 1}, {"t": 2, "i": 1}, {"u": 2, "j": 1})))
@@ -189,24 +196,28 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray]) -> None:
             exprs.append(moved)
         step = EinsumOp(inputs, exprs, ["n", "m", "t", "i", "u", "j"], _tensor((N, M, TH, 2, TW, 2)), op.map.data)
         values[op.output] = step.output
-        new.append(step)
-    y = ReshapeOp(new[-1].results[0], _tensor((N, M, OH, OW)))
-    new.append(y)
-    block.insert_ops_before(new, group)
+        steps.append(step)
+    y = ReshapeOp((steps or [y6])[-1].output, _tensor((N, M, OH, OW)))
+    block.insert_ops_before([*new, *steps, y], group)
 
     make_group("winograd-input", [v6], f"Winograd F(2x2, 3x3) input transform of a {C} -> {M} 3x3 convolution at {OH}x{OW}")
-    make_group(
+    gemm_group = make_group(
         "contraction", [gemm],
         f"the 16 GEMMs of a Winograd convolution ({M} x {C} by {C} x {TH * TW}): 2.25x fewer multiply-adds than the direct sum",
     )
+    gemm_group.attributes["einc.winograd"] = UnitAttr()  # the GEMM kernel may take the tiles as its rows
     make_group(
-        "winograd-output", [y6, *new[8:-1]],
+        "winograd-output", [y6, *steps],
         f"Winograd F(2x2, 3x3) output transform with the convolution's {len(epilogue)} epilogue op(s)",
     )
     y.result.name_hint = group.outputs[0].name_hint
     group.outputs[0].replace_all_uses_with(y.result)
     group.detach()
     group.erase()
+    owner = conv.weight_value.owner
+    if isinstance(owner, (WeightOp, ConstantOp)) and not owner.results[0].uses:
+        owner.detach()
+        owner.erase()
 
 
 @dataclass(frozen=True)
@@ -215,10 +226,15 @@ class Winograd(ModulePass):
 
     name: ClassVar[str] = "winograd"
 
+    min_pixels: int | None = None
+    """Smallest output map, in pixels, to rewrite (default MIN_PIXELS)."""
+    min_channels: int | None = None
+    """Fewest input and output channels to rewrite (default MIN_CHANNELS)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        table = weight_table(op)
-        if table is None or not ENABLED:
-            return  # U is computed from the weight's values
+        if not ENABLED:
+            return
+        table = weight_table(op)  # None for IR text: then only weights that are constants qualify
         for fn in op.ops:
             if not isinstance(fn, func.FuncOp):
                 continue
@@ -226,10 +242,18 @@ class Winograd(ModulePass):
                 conv = match(group, table)
                 if isinstance(conv, str):
                     continue
-                reason = worth(conv)
+                reason = worth(
+                    conv,
+                    MIN_PIXELS if self.min_pixels is None else self.min_pixels,
+                    MIN_CHANNELS if self.min_channels is None else self.min_channels,
+                )
                 if reason is None:
                     rewrite(conv, table)
                 else:
                     why = group.attributes.get("einc.why")
                     text = why.data if isinstance(why, StringAttr) else ""
                     group.attributes["einc.why"] = StringAttr(f"{text}; not in Winograd form: {reason}")
+        if table is not None:  # the direct weights rewritten groups no longer read
+            used = {o.sym.string_value() for o in op.walk() if isinstance(o, WeightOp)}
+            for sym in [s for s in table if s not in used]:
+                del table[sym]

@@ -71,7 +71,7 @@ def analyse(model: str | os.PathLike[str] | onnx.ModelProto, input_shapes: dict[
     before = _describe(cascades(_main(module)), _names(_main(module)))
     Pipeline(REWRITES).apply(module)
     after = _describe(cascades(_main(module)), _names(_main(module)))
-    Pipeline("fuse,tile").apply(module)
+    Pipeline("fuse,winograd,tile").apply(module)
     return {"rewrites": REWRITES.split(","), "before": before, "after": after, "groups": _groups(module)}
 
 

@@ -273,7 +273,7 @@ def _planned(model: onnx.ModelProto):
     from einc.passes.pipeline import CPU_LOOPS
 
     imported = import_model(model)
-    Pipeline(CPU_LOOPS.split(",memplan")[0].replace(",fuse,tile", "")).apply(imported.module)  # plain einsums, no groups
+    Pipeline(CPU_LOOPS.split(",memplan")[0].replace(",fuse,winograd,tile", "")).apply(imported.module)  # plain einsums, no groups
     fn = next(op for op in imported.module.ops if isinstance(op, func.FuncOp))
     return plan_function(fn)
 

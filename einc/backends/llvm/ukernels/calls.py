@@ -208,13 +208,16 @@ def fit_register_tile(tiles: dict[str, int], m: int, n: int, conv: bool) -> dict
     return tiles
 
 
-PIXEL_TILES = {(14, 32, 16): [(14, 32), (8, 48), (7, 64), (6, 64)]}
+PIXEL_TILES = {(14, 32, 16): [(14, 32), (8, 48), (7, 48), (6, 64)]}
 """(MR, NR, lanes) the tile pass chose -> register tiles for a convolution with pixels as rows (MR at
-most one vector: each tile is transposed in registers for the store). 7 x 64 covers a 7x7 map."""
+most one vector: each tile is transposed in registers for the store). 7 x 48 covers a 7x7 map in 21
+accumulators; 7 x 64 (28, with 4 B vectors and a broadcast: 33 registers) spilled accumulators to the
+stack in the FMA loop (3x3 512->512 at 7x7: 0.98 -> 0.88 ms; ResNet-18 12.17 -> 11.58 ms, 12 paired rounds)."""
 TRANSPOSE_STEPS = 8
 """The in-register transpose and column stores of a pixels-as-rows tile cost about as much as this
 many more steps of K (1x1/2 64->128 at 56x56, K = 64: 0.078 ms with pixels as rows, 0.054 ms without;
 3x3 layers, K >= 576: pixels as rows 4-27% faster, 2 threads, Zen 5)."""
+WINO_CONV = True
 ORIENTATION = "auto"
 """Convolutions: "auto" (least padded work), "weights" (output channels as M) or "pixels" (pixels as M)."""
 
@@ -280,7 +283,8 @@ class ContractionCall:
         spec["lanes"] = spec["tiles"].get("lanes", 16)
         m, n = (math.prod(spec["vars"][v] for v in spec[r]) for r in ("m", "n"))
         base = spec["tiles"]
-        spec["tiles"] = fit_register_tile(base, m, n, conv=len(spec["n"]) > 1)  # image columns: a convolution
+        conv = len(spec["n"]) > 1 or (WINO_CONV and "einc.winograd" in group.attributes)  # image columns, or image tiles
+        spec["tiles"] = fit_register_tile(base, m, n, conv=conv)
         from einc.backends.llvm.ukernels.pool import thread_count
 
         spec["threads"] = thread_count()
@@ -288,7 +292,7 @@ class ContractionCall:
         buffers: list[Buffer] = [lowering.buffers[v] for v in group.inputs]
         if depthwise.fits(spec):  # one output row per channel: the direct kernel, operands in place
             spec["kind"] = "depthwise"
-        elif len(spec["n"]) > 1 and m > 1:
+        elif conv and m > 1:
             spec = _orient(spec, base)
         if spec["kind"] == "gemm" and spec["a"]["input"] != spec["b"]["input"]:
             for which in ("a", "b"):

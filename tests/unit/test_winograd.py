@@ -1,0 +1,129 @@
+"""The `winograd` pass and its transform kernels: 3x3 stride-1 convolutions in F(2x2, 3x3) form.
+
+Every rewritten model is run and checked against onnxruntime, with the CPU kernels and
+(GROUP_KERNELS without the transforms) with the groups lowered einsum by einsum, which
+computes the einsums exactly as the IR writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import einc
+import einc.passes.winograd as winograd
+from einc.backends.llvm.ukernels.winograd import _split
+from einc.frontend.onnx import import_model
+from einc.ir.ein import GroupOp
+from einc.passes import Pipeline
+from einc.passes import lower_ein_to_loops as loops
+from tests.conftest import ort_run
+
+RTOL, ATOL = 1e-4, 1e-4
+
+
+def _conv_model(n: int, cin: int, cout: int, h: int, w: int, *, k: int = 3, stride: int = 1, residual: bool = False,
+                act: str | None = "Relu", bias: bool = True) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    pad = k // 2
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.2).astype(np.float32), "w")]
+    conv_inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b"))
+        conv_inputs.append("b")
+    nodes = [helper.make_node("Conv", conv_inputs, ["y"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, cin, h, w])]
+    feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32)}
+    last = "y"
+    if residual:
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [n, cout, oh, ow]))
+        feeds["r"] = rng.standard_normal((n, cout, oh, ow)).astype(np.float32)
+        nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
+        last = "s"
+    if act:
+        nodes.append(helper.make_node(act, [last], ["z"]))
+        last = "z"
+    graph = helper.make_graph(nodes, "conv", inputs, [helper.make_tensor_value_info(last, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), feeds
+
+
+def _groups(model: onnx.ModelProto, **options: int) -> list[GroupOp]:
+    module = import_model(model).module
+    text = ",".join(f"{k}={v}" for k, v in options.items())
+    Pipeline(f"onnx-to-ein,fold-weights,fuse,winograd{{{text}}}" if text else "onnx-to-ein,fold-weights,fuse,winograd").apply(module)
+    return [op for op in module.walk() if isinstance(op, GroupOp)]
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    ours = einc.compile(model, cache=False).run(feeds)
+    theirs = ort_run(model, feeds)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(ours[name], value, rtol=RTOL, atol=ATOL)
+
+
+CASES = [
+    # (id, n, cin, cout, h, w, residual, act)
+    ("56x56", 1, 16, 24, 56, 56, False, "Relu"),
+    ("residual", 1, 16, 16, 14, 14, True, "Relu"),
+    ("batch-2", 2, 16, 32, 14, 14, False, "Relu"),
+    ("wide", 1, 16, 16, 14, 68, False, "Sigmoid"),  # 34 tiles a row: two vectors and 2 more
+    ("narrow", 1, 16, 16, 28, 10, True, None),  # 5 tiles a row: one partial vector
+    ("no-bias", 1, 16, 16, 16, 16, False, None),
+]
+
+
+@pytest.mark.parametrize(("n", "cin", "cout", "h", "w", "residual", "act"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_winograd_matches_onnxruntime(n, cin, cout, h, w, residual, act):
+    model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
+    kinds = [g.kind.data for g in _groups(model)]
+    assert kinds == ["winograd-input", "contraction", "winograd-output"]
+    _check(model, feeds)
+
+
+def test_epilogue_moves_to_the_output_group():
+    model, _ = _conv_model(1, 16, 16, 14, 14, residual=True)
+    out = _groups(model)[-1]
+    ops = [op for op in out.body.block.ops if op.name == "ein.einsum"]
+    assert len(ops) == 4  # the transform, bias, residual add, ReLU
+    assert "%r" not in str(ops[0]) and "u * 2 + j" in str(out)  # the residual read at [n, m, 2t + i, 2u + j]
+
+
+def test_generic_lowering_computes_the_same(monkeypatch):
+    """Without the transform kernels the groups are lowered einsum by einsum: the IR means what it says."""
+    table = {k: v for k, v in loops.GROUP_KERNELS.items() if not k.startswith("winograd")}
+    monkeypatch.setattr(loops, "GROUP_KERNELS", table)
+    model, feeds = _conv_model(1, 16, 16, 14, 14, residual=True)
+    _check(model, feeds)
+
+
+def test_few_planes_split_rows(monkeypatch):
+    """Fewer planes than 4 a thread: units are blocks of tile rows."""
+    assert _split(64, 28, 2) == (28, 1)
+    assert _split(4, 28, 2) == (14, 2)
+    model, feeds = _conv_model(1, 2, 3, 56, 20, residual=True)
+    kinds = [g.kind.data for g in _groups(model, min_channels=1)]
+    assert kinds == ["winograd-input", "contraction", "winograd-output"]
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    _check(model, feeds)
+
+
+@pytest.mark.parametrize(("shape", "why"), [
+    (dict(h=7, w=7, cin=16, cout=16), "an odd map (7x7)"),
+    (dict(h=8, w=8, cin=16, cout=16), "a small map (8x8 < 196 pixels)"),
+    (dict(h=14, w=14, cin=4, cout=16), "few channels (4 -> 16)"),
+])
+def test_declined_with_a_reason(shape, why):
+    model, feeds = _conv_model(1, shape["cin"], shape["cout"], shape["h"], shape["w"])
+    (group,) = _groups(model)
+    assert group.kind.data == "contraction" and why in group.attributes["einc.why"].data
+    _check(model, feeds)
+
+
+@pytest.mark.parametrize("kw", [dict(k=5), dict(stride=2)], ids=["5x5", "stride-2"])
+def test_other_convolutions_stay_direct(kw):
+    model, _ = _conv_model(1, 16, 16, 28, 28, **kw)
+    (group,) = _groups(model)
+    assert group.kind.data == "contraction" and "Winograd" not in group.attributes["einc.why"].data
