@@ -118,7 +118,7 @@ def explain(model: str | os.PathLike[str] | onnx.ModelProto, input_shapes: dict[
     lines = _render("as the ONNX ops define them:", data["before"])
     lines += [""] + _render(f"after einc's rewrites ({', '.join(data['rewrites'])}):", data["after"])
     lines += ["", f"most passes over one rank: {most_before} before, {most_after} after"]
-    lines += ["", f"fused groups (fuse, tile): {len(data['groups'])}"]
+    lines += ["", f"fused groups (fuse, winograd, tile): {len(data['groups'])}"]
     for n, g in enumerate(data["groups"], 1):
         tile = " ".join(f"{k}={v}" for k, v in g["tile"].items())
         lines.append(f"  {n}. {g['kind']} -> {g['output']}: {'; '.join(g['maps'])}" + (f"  [{tile}]" if tile else ""))

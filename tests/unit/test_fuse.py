@@ -236,6 +236,6 @@ def test_explain_lists_the_groups_and_why(tmp_path):
 
     model, _ = _chain_model(np.random.default_rng(0), "Relu")
     text = explain(model)
-    assert "fused groups (fuse, tile): 1" in text and "max($0, 0.0)" in text and "why: contraction with 3" in text
+    assert "fused groups (fuse, winograd, tile): 1" in text and "max($0, 0.0)" in text and "why: contraction with 3" in text
     (group,) = json.loads(explain(model, as_json=True))["groups"]
     assert group["kind"] == "contraction" and group["tile"]["mr"] > 0 and group["maps"][0] == "$0 * $1 reduce add"
