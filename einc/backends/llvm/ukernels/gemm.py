@@ -49,8 +49,13 @@ GRAIN = 1
 (MLP 0.52 / 0.62 / 0.64 ms, sgemm 1024 514 / 439 / 380 GFLOP/s): each unit repeats
 packing and table set-up, and a late worker is the exception when cores are free."""
 LARGE_M = 256
-"""Above this many rows KC is at most 256; below, one deep K block avoids partial sums in C
+"""Above this many rows KC is at most LARGE_KC; below, one deep K block avoids partial sums in C
 (MLP, 64 rows: KC 1024 0.51 ms, KC 256 0.535 ms)."""
+LARGE_KC = 1024
+"""With 14 x 32 tiles a KC of 256 (a B sliver for L1) won on sgemm 1024 (515 -> 541 GFLOP/s, 2 threads);
+with 6 x 64 tiles deep K blocks win: sgemm 2048 KC 256 / 512 / 1024 177 / 188 / 192 GFLOP/s on one
+thread (OpenBLAS 199), 337 / 362 / 370 on two (OpenBLAS 392): each K block re-reads and re-writes
+a C beyond the caches (2026-12-07, one process, interleaved)."""
 SMALL_C = 512 * 1024
 """Bytes of C that stay in L2 across K blocks: then KC is not capped above LARGE_M rows, since
 each K block re-reads and re-writes C (ResNet's 3x3 conv with 512 channels at 7x7, C 100 KB,
@@ -155,11 +160,11 @@ class GemmPlan:
             raise ValueError("the output must be contiguous along N, or along M with MR at most one vector")
         # An A that is neither packed nor read in place, whose rows are runs of an image: packed
         # one vector of MR rows at a time.
-        # C does not stay in cache: a B sliver sized for L1 wins (sgemm 1024: 515 -> 541 GFLOP/s).
+        # C does not stay in cache: fewer, deeper K blocks (LARGE_KC).
         # Not with pixels as rows, where a unit's C block is a few rows of all channels (3x3 64->64
         # at 56x56, K = 576: one K block 0.445 ms, three 0.47 ms, 2 threads).
         if self.m > LARGE_M and self.m * self.n * 4 > SMALL_C and not self.c_transposed:
-            self.kc = min(self.kc, 256)
+            self.kc = min(self.kc, LARGE_KC)
         self.kc = min(self.kc, self.kp)
         self.a_runs = not self.a.packed and not self.a_direct and not _contiguous(self.a.k, 0, self.k) and self.mr <= self.lanes
         epi = spec.get("epilogue") or {}
