@@ -126,6 +126,8 @@ class _Plan:
     """What both transform kernels know at compile time: planes, tile rows, the work split."""
 
     n_inputs = 2
+    body: type[_TransformBody]
+    """The emitter of the kernel's body (per unit: one plane, some tile rows)."""
 
     def __init__(self, spec: dict[str, Any]):
         self.spec = spec
@@ -206,12 +208,6 @@ def _at(b: ir.IRBuilder, m: list[ir.Value]) -> list[ir.Value]:
     return [b.fadd(b.fadd(m[0], m[1]), m[2]), b.fsub(b.fsub(m[1], m[2]), m[3])]
 
 
-class WinogradInputPlan(_Plan):
-    def __init__(self, spec: dict[str, Any]):
-        super().__init__(spec)
-        self.body = _InputBody
-
-
 class _InputBody(_TransformBody):
     def begin(self, plane: ir.Value) -> None:
         p = self.p
@@ -234,22 +230,6 @@ class _InputBody(_TransformBody):
         for y in range(4):
             for x, value in enumerate(_bt(b, [rows[a][y] for a in range(4)])):
                 self.vstore(value, self.fptr(out, self.tile_offset(plane, x, y, t, u0)), mask)
-
-
-class WinogradOutputPlan(_Plan):
-    def __init__(self, spec: dict[str, Any]):
-        super().__init__(spec)
-        self.body = _OutputBody
-        ext = spec["vars"]
-        self.m = ext["m"]
-        self.width = 2 * self.tw
-        self.n = math.prod(ext[v] for v in ROW_VARS)
-        self.c = operand_tables(ext, spec["c"], ["n"], ["m"], ROW_VARS)
-        if not np.array_equal(self.c.k, np.arange(self.n)):
-            raise ValueError("the output planes must be contiguous")
-        epi = spec.get("epilogue") or {}
-        self.epilogue = mapexpr.parse(epi.get("map", "$0"))
-        self.extra = [operand_tables(ext, x, ["n"], ["m"], ROW_VARS) for x in epi.get("inputs", [])]
 
 
 class _OutputBody(_TransformBody):
@@ -283,3 +263,24 @@ class _OutputBody(_TransformBody):
                 vmask = self.mask(cols)
                 value = self.epilogue(b.shuffle_vector(y[0], y[1], order), self.bi, self.mi, col, 0, 0, vmask)
                 self.vstore(value, self.fptr(out, b.add(self.dst, col)), vmask)
+
+
+class WinogradInputPlan(_Plan):
+    body = _InputBody
+
+
+class WinogradOutputPlan(_Plan):
+    body = _OutputBody
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__(spec)
+        ext = spec["vars"]
+        self.m = ext["m"]
+        self.width = 2 * self.tw
+        self.n = math.prod(ext[v] for v in ROW_VARS)
+        self.c = operand_tables(ext, spec["c"], ["n"], ["m"], ROW_VARS)
+        if not np.array_equal(self.c.k, np.arange(self.n)):
+            raise ValueError("the output planes must be contiguous")
+        epi = spec.get("epilogue") or {}
+        self.epilogue = mapexpr.parse(epi.get("map", "$0"))
+        self.extra = [operand_tables(ext, x, ["n"], ["m"], ROW_VARS) for x in epi.get("inputs", [])]
