@@ -21,8 +21,9 @@ Cost rule (`worth`): maps of even height and width (so the 2x2 blocks tile the
 output exactly) with at least MIN_PIXELS pixels and MIN_CHANNELS channels each
 way, where the GEMM's saving outweighs writing and reading the transformed
 image (16/4 = 4 times the image) and the larger weight (16/9).
-Numerics: F(2x2, 3x3)'s transforms only add and subtract (G halves), so the
-result is as accurate as the direct sum to a few ulps.
+Numerics: F(2x2, 3x3)'s transforms only add and subtract (G halves): relative
+error 5e-7 against 1.8e-7 for the direct f32 sum (numpy, 128 channels at 28x28).
+F(4x4, 3x3) would need fewer multiply-adds still, at 9e-6: not used.
 """
 
 from __future__ import annotations

@@ -217,7 +217,6 @@ TRANSPOSE_STEPS = 8
 """The in-register transpose and column stores of a pixels-as-rows tile cost about as much as this
 many more steps of K (1x1/2 64->128 at 56x56, K = 64: 0.078 ms with pixels as rows, 0.054 ms without;
 3x3 layers, K >= 576: pixels as rows 4-27% faster, 2 threads, Zen 5)."""
-WINO_CONV = True
 ORIENTATION = "auto"
 """Convolutions: "auto" (least padded work), "weights" (output channels as M) or "pixels" (pixels as M)."""
 
@@ -283,7 +282,7 @@ class ContractionCall:
         spec["lanes"] = spec["tiles"].get("lanes", 16)
         m, n = (math.prod(spec["vars"][v] for v in spec[r]) for r in ("m", "n"))
         base = spec["tiles"]
-        conv = len(spec["n"]) > 1 or (WINO_CONV and "einc.winograd" in group.attributes)  # image columns, or image tiles
+        conv = len(spec["n"]) > 1 or "einc.winograd" in group.attributes  # image columns, or image tiles
         spec["tiles"] = fit_register_tile(base, m, n, conv=conv)
         from einc.backends.llvm.ukernels.pool import thread_count
 

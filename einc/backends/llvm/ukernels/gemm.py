@@ -520,7 +520,7 @@ class _Body:
         """MR vectors of 16 (row r, lane k) -> MR vectors of the row-major [16][MR] order."""
         b, lanes = self.b, self.p.lanes
         width = len(rows)
-        joined, size = list(rows), lanes  # concatenate pairwise into one vector of MR * 16
+        joined = list(rows)  # concatenated pairwise into one vector of MR * 16
         order: list[list[int]] = [[r * lanes + k for k in range(lanes)] for r in range(width)]
         while len(joined) > 1:
             nxt, nord = [], []

@@ -130,7 +130,6 @@ class _Plan:
     """The emitter of the kernel's body (per unit: one plane, some tile rows)."""
 
     def __init__(self, spec: dict[str, Any]):
-        self.spec = spec
         self.name: str = spec["name"]
         self.lanes = int(spec.get("lanes", 16))
         self.planes, self.th, self.tw = int(spec["planes"]), int(spec["th"]), int(spec["tw"])
