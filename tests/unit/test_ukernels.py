@@ -149,6 +149,31 @@ def test_units_cover_the_output_once(rng):
     assert plan(spec).units > 1
 
 
+BALANCED_CASES = [
+    ("conv-7x7-11-panels", "Conv", {"x": (1, 32, 7, 7)}, {"w": (528, 32, 3, 3), "b": (528,)}, {"pads": [1, 1, 1, 1]}),
+    ("matmul-7-panels", "MatMul", {"a": (40, 300), "b": (300, 200)}, None, {}),
+]
+
+
+@pytest.mark.parametrize("case", BALANCED_CASES, ids=[c[0] for c in BALANCED_CASES])
+def test_balanced_units_split_a_panel(case, rng, monkeypatch):
+    """Panels that two threads cannot share evenly (11 of 48 columns; 7 of 32 with B packed at run
+    time): the units are rectangles, one panel split by rows between the threads' halves, and
+    together they cover every register tile once."""
+    monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    _, op, inputs, inits, attrs = case
+    feeds = {k: _f(rng, *shape) for k, shape in inputs.items()}
+    model = single_node_model(op, feeds, initializers={k: _f(rng, *shape) for k, shape in (inits or {}).items()} or None, **attrs)
+    (spec,) = _check(model, feeds, kernels=1)
+    kernel = plan(spec)
+    assert kernel.rects is not None and kernel.units == len(kernel.rects) > 2
+    covered = np.zeros((kernel.nb, kernel.n_panels, kernel.m_panels), int)
+    for bi, j0, j1, r0, r1 in kernel.rects:
+        covered[bi, j0:j1, r0:r1] += 1
+    assert (covered == 1).all()
+    assert any(j1 - j0 == 1 and r1 - r0 < kernel.m_panels for _, j0, j1, r0, r1 in kernel.rects)
+
+
 def test_two_runs_of_columns():
     from einc.backends.llvm.ukernels.gemm import two_runs
 

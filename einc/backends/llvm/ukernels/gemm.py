@@ -66,6 +66,12 @@ PREFETCH = True
 reuse one panel from L2, they prefetch the next panel's rows, so the first tile of the next panel
 does not wait for memory (ResNet-18's 512-channel layers stream 9.4 MB of weights each: the model
 7.87 -> 7.73 ms, medians of 8 rounds with both builds in one process, taken twice)."""
+BALANCED = True
+"""Module switch for A/B measurements of `GemmPlan._balanced` (3x3 512->512 at 7x7, 2 threads:
+0.685 -> 0.654 ms; ResNet-18 9.75 -> 9.67 ms, where those layers wait on DRAM; 30 interleaved rounds)."""
+UNIT_COST = 50_000
+"""Multiply-adds a unit of work costs beyond its tiles (tables, loop set-up, claiming it): about a
+microsecond on one core."""
 SERIAL_FLOPS = 4_000_000
 """Contractions smaller than this run on the calling thread alone (a few microseconds)."""
 STACK_BLOCK = 1 << 20
@@ -172,7 +178,9 @@ class GemmPlan:
         self.extra = [tables(e, "m", "n") for e in epi.get("inputs", [])]
         self.prefetch_b = self.b.packed and self.nb * self.n_panels * self.nr * self.kp * 4 > PREFETCH_BYTES and spec.get("prefetch_b", PREFETCH)
         self.mc_inner = max(self.mr, int(t.get("mc", 8 * self.mr)) // self.mr * self.mr)
-        self.mc_panels, self.nc_panels = self._split(int(t.get("mc", 8 * self.mr)), int(t.get("nc", 16 * self.nr)), int(spec.get("threads", 1)))
+        threads = int(spec.get("threads", 1))
+        self.mc_panels, self.nc_panels = self._split(int(t.get("mc", 8 * self.mr)), int(t.get("nc", 16 * self.nr)), threads)
+        self.rects = self._balanced(threads)
 
     # -- work split ------------------------------------------------------------------
 
@@ -224,6 +232,49 @@ class GemmPlan:
         assert best is not None
         return best[1], best[2]
 
+    def _unit_load(self, rows: int, cols: int) -> float:
+        """A unit's multiply-adds, the packing it repeats (4 per element) and a fixed UNIT_COST."""
+        pack = (0 if self.a.packed or self.a_direct else rows) + (0 if self.b.packed else cols)
+        return (rows * cols + 4 * pack) * self.kp + UNIT_COST
+
+    def _balanced(self, threads: int) -> list[tuple[int, int, int, int, int]] | None:
+        """Units (batch, first and last N panel, first and last M tile) that give each thread an
+        equal run of register tiles, where the uniform blocks of `_split` cannot: ResNet's 512-channel
+        layers in 48-column panels have 11, split 6 / 5 between two threads (the busier one has 9%
+        more than half). The tiles are taken in the uniform units' order (batch, N block, panel,
+        row tile) and cut into `threads` runs; each run is a few rectangles (a partial panel, whole
+        panels of one N block, a partial panel), listed run by run: the pool's caller claims
+        from the front and its worker from the back, so with two threads each runs its own half.
+        None where the uniform split is within 2% of that, or spans several M blocks."""
+        if self.serial or threads < 2 or self.blocks[0] != 1 or not BALANCED:
+            return None
+        mt, nt = self.m_panels, self.n_panels
+        total = self.nb * nt * mt
+        cuts = [round(total * t / threads) for t in range(threads + 1)]
+        rects: list[tuple[int, int, int, int, int]] = []
+        loads = []
+        for lo, hi in zip(cuts, cuts[1:]):
+            load, pos = 0.0, lo
+            while pos < hi:
+                bi, rest = divmod(pos, nt * mt)
+                j, r = divmod(rest, mt)
+                if r or hi - pos < mt:  # a partial panel
+                    rows = min(mt - r, hi - pos)
+                    rect = (bi, j, j + 1, r, r + rows)
+                else:  # whole panels, up to the end of the N block or of the run
+                    block_end = min((j // self.nc_panels + 1) * self.nc_panels, nt)
+                    rect = (bi, j, j + min((hi - pos) // mt, block_end - j), 0, mt)
+                rects.append(rect)
+                pos += (rect[2] - rect[1]) * (rect[4] - rect[3])
+                load += self._unit_load((rect[4] - rect[3]) * self.mr, (rect[2] - rect[1]) * self.nr)
+            loads.append(load)
+        uniform = [0.0] * threads
+        mb, nb = self.blocks
+        for u in range(self.nb * nb):  # one M block per unit
+            cols = (min((u % nb + 1) * self.nc_panels, nt) - u % nb * self.nc_panels) * self.nr
+            uniform[u % threads] += self._unit_load(mt * self.mr, cols)
+        return rects if max(loads) < 0.98 * max(uniform) else None
+
     @property
     def blocks(self) -> tuple[int, int]:
         """(M blocks, N blocks)."""
@@ -231,6 +282,8 @@ class GemmPlan:
 
     @property
     def units(self) -> int:
+        if self.rects:
+            return len(self.rects)
         mb, nb = self.blocks
         return self.nb * mb * nb
 
@@ -413,17 +466,24 @@ class _Body:
             self.t_bcontig = self.table(np.array(contiguous), ty=I64)
 
         u = self.fn.args[1]
-        im = b.urem(u, _c(m_blocks))
-        rest = b.udiv(u, _c(m_blocks))
-        jn = b.urem(rest, _c(n_blocks))
-        bi = b.udiv(rest, _c(n_blocks))
-        self.unit(bi, b.mul(jn, _c(nc)), b.mul(im, _c(mc)))
+        if p.rects:  # the unit's rectangle from a table: batch, N panels [j0, j1), M tiles [r0, r1)
+            table = self.table(np.array(p.rects).reshape(-1))
+            bi, j0, j1, r0, r1 = (self.at(table, b.add(b.mul(u, _c(5)), _c(i))) for i in range(5))
+            n0, m_lo = b.mul(j0, _c(p.nr)), b.mul(r0, _c(p.mr))
+            n1, m_hi = self.smin(b.mul(j1, _c(p.nr)), _c(p.n)), self.smin(b.mul(r1, _c(p.mr)), _c(p.m))
+        else:
+            im = b.urem(u, _c(m_blocks))
+            rest = b.udiv(u, _c(m_blocks))
+            jn = b.urem(rest, _c(n_blocks))
+            bi = b.udiv(rest, _c(n_blocks))
+            n0, m_lo = b.mul(jn, _c(nc)), b.mul(im, _c(mc))
+            n1 = self.smin(b.add(n0, _c(nc)), _c(p.n))
+            m_hi = self.smin(b.add(m_lo, _c(mc)), _c(p.m))
+        self.unit(bi, n0, n1, m_lo, m_hi)
         b.ret_void()
 
-    def unit(self, bi: ir.Value, n0: ir.Value, m_lo: ir.Value) -> None:
+    def unit(self, bi: ir.Value, n0: ir.Value, n1: ir.Value, m_lo: ir.Value, m_hi: ir.Value) -> None:
         p, b = self.p, self.b
-        n1 = self.smin(b.add(n0, _c(p.nc_panels * p.nr)), _c(p.n))
-        m_hi = self.smin(b.add(m_lo, _c(p.mc_panels * p.mr)), _c(p.m))
         ab, bb, cb = self.at(self.t_ab, bi), self.at(self.t_bb, bi), self.at(self.t_cb, bi)
 
         def kblock(pc: ir.Value) -> None:
