@@ -127,3 +127,30 @@ def test_other_convolutions_stay_direct(kw):
     model, _ = _conv_model(1, 16, 16, 28, 28, **kw)
     (group,) = _groups(model)
     assert group.kind.data == "contraction" and "Winograd" not in group.attributes["einc.why"].data
+
+
+def _kernel_specs(model: onnx.ModelProto) -> dict[str, dict]:
+    import json
+
+    from einc.passes.pipeline import CPU_LOOPS
+
+    module = import_model(model).module
+    Pipeline(CPU_LOOPS).apply(module)
+    specs = [json.loads(op.attributes["einc.ukernel"].data) for op in module.ops if "einc.ukernel" in op.attributes]
+    return {s["kind"]: s for s in specs}
+
+
+@pytest.mark.parametrize(("case", "mr"), [("56x56", 14), ("residual", 7), ("no-bias", 8), ("batch-2", 0), ("wide", 0), ("narrow", 0)])
+def test_transform_writes_the_gemm_packed_panels(case, mr, monkeypatch):
+    """Where a panel of MR tiles lies in one row of tiles (one image), the input transform writes
+    the GEMM's packed A layout and the GEMM reads it as is (tiles as rows); elsewhere the plain
+    layout, which the GEMM packs. Channel blocks split the panels when they are few (7 at 14x14)."""
+    monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    n, cin, cout, h, w, residual, act = next(c[1:] for c in CASES if c[0] == case)
+    model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
+    specs = _kernel_specs(model)
+    assert specs["winograd_input"].get("mr", 0) == mr
+    assert bool(specs["gemm"]["a"].get("packed_by")) == bool(mr)
+    if mr:
+        assert specs["gemm"]["tiles"]["mr"] == mr and (w // 2) % mr == 0
+    _check(model, feeds)

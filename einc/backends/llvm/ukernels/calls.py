@@ -22,6 +22,7 @@ from xdsl.ir import SSAValue
 
 from einc.backends.llvm.ukernels import depthwise
 from einc.backends.llvm.ukernels.declare import call_kernel
+from einc.backends.llvm.ukernels.gemm import KU
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr, flat_offset
@@ -225,13 +226,14 @@ def _padded(m: int, n: int, tile: tuple[int, int]) -> int:
     return -(-m // tile[0]) * tile[0] * -(-n // tile[1]) * tile[1]
 
 
-def pixels_as_rows(spec: dict[str, Any], tiles: dict[str, int]) -> dict[str, Any] | None:
+def pixels_as_rows(spec: dict[str, Any], tiles: dict[str, int], choices: list[tuple[int, int]] | None = None) -> dict[str, Any] | None:
     """A convolution's spec with A and B (and M and N) exchanged, so that the pixels are the rows of
     the register tile and the weights the prepacked B, with the register tile of least padded work;
     None where the tile pass left no choice of tile with at most one vector of rows.
     Pixels as rows leave no padding where the channels do (64 channels in 14-row tiles compute 70;
     a 7x7 map in 32-column tiles computes 64 pixels for 49), and the packed image rows are runs."""
-    choices = PIXEL_TILES.get((tiles["mr"], tiles["nr"], tiles.get("lanes", 16)), [])
+    if choices is None:
+        choices = PIXEL_TILES.get((tiles["mr"], tiles["nr"], tiles.get("lanes", 16)), [])
     if not choices:
         return None
     swapped = dict(spec, a=spec["b"], b=spec["a"], m=spec["n"], n=spec["m"])
@@ -267,42 +269,99 @@ class ContractionCall:
 
     @staticmethod
     def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
-        shapes = [tuple(v.type.get_shape()) for v in group.inputs]  # type: ignore[attr-defined]
         out = lowering.buffers[group.outputs[0]]
-        spec = plan_spec(group, shapes, out.shape)
+        spec = kernel_spec(group)
         assert spec is not None
         module = lowering.fn.parent_op()
         assert isinstance(module, ModuleOp)
         taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
-        name = next(f"einc_gemm_{i}" for i in range(len(taken) + 1) if f"einc_gemm_{i}" not in taken)
-        tiles = group.attributes.get("einc.tile")
-        spec["tiles"] = (
-            {k: v.value.data for k, v in tiles.data.items()} if isinstance(tiles, DictionaryAttr) else dict(DEFAULT_TILES)  # type: ignore[attr-defined]
-        )
-        spec["lanes"] = spec["tiles"].get("lanes", 16)
-        m, n = (math.prod(spec["vars"][v] for v in spec[r]) for r in ("m", "n"))
-        base = spec["tiles"]
-        conv = len(spec["n"]) > 1 or "einc.winograd" in group.attributes  # image columns, or image tiles
-        spec["tiles"] = fit_register_tile(base, m, n, conv=conv)
-        from einc.backends.llvm.ukernels.pool import thread_count
-
-        spec["threads"] = thread_count()
-        spec["name"] = name
+        spec["name"] = next(f"einc_gemm_{i}" for i in range(len(taken) + 1) if f"einc_gemm_{i}" not in taken)
         buffers: list[Buffer] = [lowering.buffers[v] for v in group.inputs]
-        if depthwise.fits(spec):  # one output row per channel: the direct kernel, operands in place
-            spec["kind"] = "depthwise"
-        elif conv and m > 1:
-            spec = _orient(spec, base)
         if spec["kind"] == "gemm" and spec["a"]["input"] != spec["b"]["input"]:
             for which in ("a", "b"):
-                if _weight_only_here(lowering, group.inputs[spec[which]["input"]], group) is not None:
+                if not spec[which].get("packed") and _weight_only_here(lowering, group.inputs[spec[which]["input"]], group) is not None:
                     spec[which]["packed"] = True
         args = [buffers[spec["a"]["input"]].ref, buffers[spec["b"]["input"]].ref, out.ref]
         args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
         text = json.dumps(spec, sort_keys=True)
         for which in ("a", "b"):
-            if spec[which].get("packed"):
+            if spec[which].get("packed") and not spec[which].get("packed_by"):
                 index = buffers[spec[which]["input"]].ref.index  # type: ignore[attr-defined]
                 old = lowering.roles[index].data
                 lowering.roles[index] = DictionaryAttr({**old, "pack": StringAttr(f"{which}:{text}")})
         call_kernel(lowering, e, spec, args, "einc_gemm")
+
+
+def kernel_spec(group: GroupOp) -> dict[str, Any] | None:
+    """The kernel spec of a contraction group as it will be lowered (tiles, threads, kind,
+    orientation), or None if the GEMM kernel does not fit it; weights are marked packed later."""
+    shapes = [tuple(v.type.get_shape()) for v in group.inputs]  # type: ignore[attr-defined]
+    spec = plan_spec(group, shapes, tuple(group.outputs[0].type.get_shape()))  # type: ignore[attr-defined]
+    if spec is None:
+        return None
+    tiles = group.attributes.get("einc.tile")
+    spec["tiles"] = (
+        {k: v.value.data for k, v in tiles.data.items()} if isinstance(tiles, DictionaryAttr) else dict(DEFAULT_TILES)  # type: ignore[attr-defined]
+    )
+    spec["lanes"] = spec["tiles"].get("lanes", 16)
+    m, n = (math.prod(spec["vars"][v] for v in spec[r]) for r in ("m", "n"))
+    base = spec["tiles"]
+    conv = len(spec["n"]) > 1 or "einc.winograd" in group.attributes  # image columns, or image tiles
+    spec["tiles"] = fit_register_tile(base, m, n, conv=conv)
+    from einc.backends.llvm.ukernels.pool import thread_count
+
+    spec["threads"] = thread_count()
+    if depthwise.fits(spec):  # one output row per channel: the direct kernel, operands in place
+        spec["kind"] = "depthwise"
+    elif "einc.winograd" in group.attributes and (packed := _transformed_in_packs(spec, base, group)) is not None:
+        spec = packed
+    elif conv and m > 1:
+        spec = _orient(spec, base)
+    return spec
+
+
+PACKED_TRANSFORM = True
+"""Module switch for A/B measurements of `_transformed_in_packs` (2 threads, 30 interleaved rounds:
+3x3 64->64 at 56x56 0.556 -> 0.498 ms, 128 at 28x28 0.341 -> 0.319, 256 at 14x14 0.352 -> 0.332)."""
+
+
+def _transformed_in_packs(spec: dict[str, Any], tiles: dict[str, int], group: GroupOp) -> dict[str, Any] | None:
+    """The Winograd GEMM with the image tiles as rows and A written by the input transform in the
+    kernel's packed panel layout [x, y][panel][channel][MR] (`winograd.py`), so that no packing
+    pass copies the transformed image again (it was a tenth of a 64-channel layer at 56x56);
+    None where that layout does not fit: a panel of MR tiles must lie in one row of tiles (MR
+    divides the row), the channels must fill K without padding, one image."""
+    from einc.backends.llvm.ukernels.winograd import WinogradInputCall
+
+    source = winograd_source(group.inputs[spec["b"]["input"]])
+    if source is None or not PACKED_TRANSFORM or not WinogradInputCall.accepts(source):
+        return None
+    _, _, n, c, _, tw = tuple(source.outputs[0].type.get_shape())  # type: ignore[attr-defined]
+    choices = [t for t in PIXEL_TILES.get((tiles["mr"], tiles["nr"], tiles.get("lanes", 16)), []) if tw % t[0] == 0]
+    swapped = pixels_as_rows(spec, tiles, choices)
+    if n != 1 or c % KU or swapped is None or swapped["k"] != ["c"]:
+        return None
+    swapped["a"] = dict(swapped["a"], packed=True, packed_by="winograd-input")
+    return swapped
+
+
+def winograd_source(value: SSAValue) -> GroupOp | None:
+    """The "winograd-input" group whose result `value` is, through reshapes."""
+    owner = value.owner
+    while isinstance(owner, ReshapeOp):
+        owner = owner.source.owner
+    return owner if isinstance(owner, GroupOp) and owner.kind.data == "winograd-input" else None
+
+
+def transform_packing(group: GroupOp) -> dict[str, int] | None:
+    """For a "winograd-input" group: the packed layout its GEMM reads (MR, K padded), or None
+    for the plain [x, y, n, c, t, u] layout. Both groups' handlers decide with this one rule."""
+    readers = [use.operation for use in group.outputs[0].uses]
+    while len(readers) == 1 and isinstance(readers[0], ReshapeOp):
+        readers = [use.operation for use in readers[0].result.uses]
+    if len(readers) != 1 or not isinstance(readers[0], GroupOp) or readers[0].kind.data != "contraction":
+        return None
+    spec = kernel_spec(readers[0])
+    if spec is None or not spec["a"].get("packed_by"):
+        return None
+    return {"mr": int(spec["tiles"]["mr"]), "kp": -(-math.prod(spec["vars"][v] for v in spec["k"]) // KU) * KU}
