@@ -66,6 +66,8 @@ PREFETCH = True
 reuse one panel from L2, they prefetch the next panel's rows, so the first tile of the next panel
 does not wait for memory (ResNet-18's 512-channel layers stream 9.4 MB of weights each: the model
 7.87 -> 7.73 ms, medians of 8 rounds with both builds in one process, taken twice)."""
+L1_SETS, L1_WAYS = 64, 12
+"""The L1 data cache of the Zen 5 and recent Intel cores (48 KiB, 12-way, 64-byte lines)."""
 BALANCED = True
 """Module switch for A/B measurements of `GemmPlan._balanced` (3x3 512->512 at 7x7, 2 threads:
 0.685 -> 0.654 ms; ResNet-18 9.75 -> 9.67 ms, where those layers wait on DRAM; 30 interleaved rounds)."""
@@ -150,11 +152,12 @@ class GemmPlan:
         self.a = tables(spec["a"], "m", "k")
         # An activation A with K contiguous is read in place (rows are streams the
         # prefetcher follows): packing it cost ~10% of a 64-row layer.
-        # Not when its rows fall into few L1 sets (a row stride near a multiple of 4 KiB):
-        # 14 rows in one 12-way set thrash, and packing wins (sgemm 1024: 86 -> 250 GFLOP/s).
-        sets = {(int(off) * 4 // 64) % 64 for off in self.a.r[: self.mr]}
+        # Not when more than half an L1 set's ways hold its rows (a row stride near a multiple
+        # of 4 KiB): 14 rows in one 12-way set thrash, and packing wins (sgemm 1024: 86 -> 250
+        # GFLOP/s); 6 rows in one set do not (sgemm 2048 48.8 -> 43.4 ms, 1024 5.58 -> 5.38 ms).
+        sets = np.bincount((self.a.r[: self.mr] * 4 // 64) % L1_SETS, minlength=1)
         self.a_direct = (
-            not self.a.packed and _contiguous(self.a.k, 0, self.k) and len(sets) * 2 >= min(self.mr, len(self.a.r))
+            not self.a.packed and _contiguous(self.a.k, 0, self.k) and int(sets.max()) <= L1_WAYS // 2
             and spec.get("direct_a", True)
         )
         self.b = tables(spec["b"], "n", "k")
