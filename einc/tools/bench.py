@@ -39,11 +39,14 @@ from einc.diagnostics import EincError
 
 ROUNDS = 10
 """Interleaved rounds; each times every engine `runs // ROUNDS` times."""
-SETTLE = 0.05
+SETTLE = 0.2
 """Seconds between engines in a round. In processes of their own the engines still
 share the host's cores, and workers that spin on after a run would take a core
 from the engine timed next (measured when both ran in one process, without the
-pause: einc's MLP 0.56 ms alone, 1.4 ms right after onnxruntime)."""
+pause: einc's MLP 0.56 ms alone, 1.4 ms right after onnxruntime). OpenBLAS's
+threads (numpy's matmul) spin for 2^28 cycles, about 0.1 s: after a 0.05 s pause
+einc's sgemm 1024 measured 7.02 and 5.78 ms in two benches, after 0.3 s 5.28 and
+5.55 ms (2026-12-07)."""
 JOIN = 5.0
 """Seconds an engine's process gets to exit after being asked before it is terminated."""
 
