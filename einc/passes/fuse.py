@@ -479,6 +479,27 @@ def fuse_rows(block: Block) -> list[GroupOp]:
     return groups
 
 
+# -- window groups ----------------------------------------------------------------------------
+
+WINDOW_REDUCTIONS = ("max", "min")
+"""Reductions of a window group (a sum over a window times a constant is a depthwise contraction)."""
+
+
+def fuse_windows(block: Block) -> list[GroupOp]:
+    """Each reduction over a window of an image with a constant per tap (MaxPool, MinPool: the
+    second input is indexed by the window's indices alone) as a group of its own, which the
+    CPU target runs as a vector kernel (`ukernels/depthwise.py`)."""
+    groups = []
+    for op in list(block.ops):
+        if not (isinstance(op, EinsumOp) and op.reduce_op in WINDOW_REDUCTIONS and len(op.inputs) == 2 and all(_f32(v) for v in [*op.inputs, op.output])):
+            continue
+        taps = set(op.reduction_vars())
+        if any({v for e in exprs for v in e.variables} <= taps for exprs in op.input_exprs):
+            why = f"a {op.reduce_op} over a window of {len(taps)} indices with a constant per tap"
+            groups.append(make_group("window", [op], why))
+    return groups
+
+
 @dataclass(frozen=True)
 class Fuse(ModulePass):
     """Group contractions with their elementwise epilogues, and reductions with the
@@ -499,3 +520,4 @@ class Fuse(ModulePass):
                     _, declined = fuse_attention(block, self.attention)
                     fuse_contractions(block, declined)
                     fuse_rows(block)
+                    fuse_windows(block)

@@ -239,3 +239,23 @@ def test_explain_lists_the_groups_and_why(tmp_path):
     assert "fused groups (fuse, winograd, tile): 1" in text and "max($0, 0.0)" in text and "why: contraction with 3" in text
     (group,) = json.loads(explain(model, as_json=True))["groups"]
     assert group["kind"] == "contraction" and group["tile"]["mr"] > 0 and group["maps"][0] == "$0 * $1 reduce add"
+
+
+@pytest.mark.parametrize(("op", "kind"), [("MaxPool", "window"), ("AveragePool", None)])
+def test_a_max_over_a_window_becomes_a_window_group_with_the_same_meaning(op, kind, rng):
+    """MaxPool (max over taps of image + a constant per tap) is a group of its own; AveragePool
+    (a sum of products) is not a window group."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = {"x": rng.standard_normal((1, 3, 9, 11)).astype(np.float32)}
+    before = import_model(model)
+    Pipeline("onnx-to-ein").apply(before.module)
+    after = import_model(model)
+    Pipeline("onnx-to-ein,fuse").apply(after.module)
+    kinds = [g.kind.data for g in _groups(after.module)]
+    assert ("window" in kinds) == (kind == "window")
+    np.testing.assert_array_equal(_run(after.module, feeds, after.weights)[0], _run(before.module, feeds, before.weights)[0])

@@ -99,3 +99,34 @@ def test_channel_multiplier_dense_convs_and_vector_products_stay_gemm():
     gemv = {"vars": {"n": 96, "k": 24}, "batch": [], "m": [], "n": ["n"], "k": ["k"], "a": {"coef": {"k": 1}}, "b": {"coef": {"n": 24, "k": 1}}}
     assert not fits(gemv)
     assert fits({**gemv, "vars": {"g": 4, "n": 96, "k": 24}, "batch": ["g"], "b": {"coef": {"g": 9, "n": 2, "k": 1}}})
+
+
+def _pool_model(op: str, x_shape, **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+
+
+# (id, input shape, kernel, stride, pads)
+POOL_CASES = [
+    ("resnet-stem-3x3-s2", (1, 64, 112, 112), 3, 2, 1),
+    ("3x3-s1-batch", (2, 5, 17, 23), 3, 1, 1),
+    ("2x2-s2-no-pad", (1, 3, 30, 41), 2, 2, 0),
+    ("5x5-s3-gather", (1, 4, 20, 20), 5, 3, 2),
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_max_pool_window_group_against_onnxruntime(case, monkeypatch):
+    """MaxPool is a "window" group (max over taps of image + 0, the padding -inf) run by this
+    kernel with max and add in place of add and multiply; -inf padding and negative inputs
+    check that the reduction starts from -inf, not 0."""
+    monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    _, shape, k, stride, pad = case
+    model = _pool_model("MaxPool", shape, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
+    assert _kinds(model) == ["depthwise"]
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32) - 3.0
+    ours = einc.compile(model, cache=False).run({"x": x})
+    for name, value in ort_run(model, {"x": x}).items():
+        np.testing.assert_array_equal(ours[name], value)

@@ -8,16 +8,22 @@ output pixels along the image row is `sum_k w[k] * I[row + tap k, q .. q + 15]`:
 contiguous loads at stride 1, two loads and an even-lane shuffle at stride 2, a
 gather otherwise; the epilogue (bias, activation) is applied before the one store.
 The spec is the GEMM's (calls.py), with kind "depthwise"; `fits` says when it applies.
+
+The same kernel runs "window" groups (`fuse.fuse_windows`): a reduction over a small
+window of an image with a constant per tap, such as MaxPool (`max` over taps of
+image + 0, the padding -inf), with the group's combine and reduce in place of
+multiply and add (`WindowCall`); the loop nest it replaces was scalar.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llvmlite import ir
 
+from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.backends.llvm.ukernels.gemm import (
     SERIAL_FLOPS,
     GemmPlan,
@@ -26,8 +32,14 @@ from einc.backends.llvm.ukernels.gemm import (
     _pattern,
     offset_table,
 )
-from einc.backends.llvm.ukernels.pool import define_entry
+from einc.backends.llvm.ukernels.pool import define_entry, thread_count
 from einc.backends.llvm.ukernels.vector import F32, I32
+from einc.ir import mapexpr
+from einc.ir.ein import EinsumOp, GroupOp
+from einc.ir.indexexpr import IndexExpr, flat_offset
+
+if TYPE_CHECKING:
+    from einc.passes.lower_ein_to_loops import _Emitter, _FunctionLowering
 
 MAX_TAPS = 64
 """Taps kept in registers as splats (a 7x7 kernel is 49); beyond this the GEMM is no worse."""
@@ -60,6 +72,59 @@ def fits(spec: dict[str, Any]) -> bool:
     return layout is not None and 0 < layout[1] <= MAX_STEP
 
 
+IDENTITY = {"add": 0.0, "max": float("-inf"), "min": float("inf")}
+"""The reductions a window group may take, with the value a reduction over no tap gives."""
+
+
+class WindowCall:
+    """The handler of "window" groups: one einsum `Y[b.., p, q] = reduce_k(I[..] (op) W[k])` with
+    W indexed by the taps alone, run by the depthwise kernel (batch = the output's leading indices)."""
+
+    @staticmethod
+    def spec(group: GroupOp) -> dict[str, Any] | None:
+        ops = [op for op in group.body.block.ops if op.name != "ein.yield"]
+        if len(ops) != 1 or not isinstance(ops[0], EinsumOp) or ops[0].reduce_op not in IDENTITY or len(ops[0].inputs) != 2:
+            return None
+        op = ops[0]
+        taps = op.reduction_vars()
+        window = [i for i, exprs in enumerate(op.input_exprs) if {v for e in exprs for v in e.variables} <= set(taps)]
+        outs = op.output_vars
+        if len(window) != 1 or len(outs) < 3:
+            return None
+        args = list(group.body.block.args)
+        image = 1 - window[0]
+
+        def operand(i: int) -> dict[str, Any]:
+            value = op.inputs[i]
+            coef, const = flat_offset(op.input_exprs[i], tuple(value.type.get_shape()))  # type: ignore[attr-defined]
+            return {"coef": coef, "const": const, "input": args.index(value)}  # type: ignore[arg-type]
+
+        from einc.backends.llvm.ukernels.calls import DEFAULT_TILES  # calls -> passes.fuse -> ukernels
+
+        spec: dict[str, Any] = {
+            "kind": "depthwise", "vars": op.extents(), "batch": outs[:-2], "m": [], "n": outs[-2:], "k": taps,
+            "a": operand(window[0]), "b": operand(image),
+            "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], tuple(op.output.type.get_shape())))),  # type: ignore[attr-defined]
+            "epilogue": {"map": "$0", "inputs": []}, "tiles": dict(DEFAULT_TILES), "lanes": 16,
+            # the combine over (image, window) whatever their order in the einsum
+            "combine": mapexpr.render(mapexpr.substitute(op.map_expr, [mapexpr.Input(0 if i == image else 1) for i in range(2)])),
+            "reduce": op.reduce_op, "threads": thread_count(),
+        }
+        return spec if fits(spec) else None
+
+    @staticmethod
+    def accepts(group: GroupOp) -> bool:
+        return WindowCall.spec(group) is not None
+
+    @staticmethod
+    def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
+        spec = WindowCall.spec(group)
+        assert spec is not None
+        buffers = [lowering.buffers[v] for v in group.inputs]
+        args = [buffers[spec["a"]["input"]].ref, buffers[spec["b"]["input"]].ref, lowering.buffers[group.outputs[0]].ref]
+        call_kernel(lowering, e, spec, args, "einc_window")
+
+
 class DepthwisePlan(GemmPlan):
     """The GEMM plan's tables, with rows of the output as the units of work."""
 
@@ -70,6 +135,9 @@ class DepthwisePlan(GemmPlan):
         if layout is None or self.m != 1:
             raise ValueError("not a depthwise contraction")
         self.row_starts, self.step = layout
+        self.combine = mapexpr.parse(spec.get("combine", "$0 * $1"))  # over (image value, tap constant)
+        self.reduce = spec.get("reduce", "add")
+        self.fused = mapexpr.render(self.combine) == "$0 * $1" and self.reduce == "add"  # one FMA a tap
         self.rows = len(self.row_starts)
         threads = 1 if 2 * self.nb * self.n * self.k < SERIAL_FLOPS else int(spec.get("threads", 1))
         self.serial = threads == 1
@@ -125,9 +193,11 @@ class _DepthwiseBody(_Body):
             def vector(q: ir.Value, count: int | None) -> None:
                 mask = None if count is None else self.lane_mask(_c(count))
                 base = b.add(src, b.mul(q, _c(p.step)))
-                acc = v.const(0.0)
+                acc = v.const(IDENTITY[p.reduce])
+                reduce = mapexpr.parse(f"{p.reduce}($0, $1)" if p.reduce != "add" else "$0 + $1")
                 for w, off in zip(weights, p.b.k):
-                    acc = v.fma(w, self.load_b(b.add(base, _c(int(off))), count), acc)
+                    x = self.load_b(b.add(base, _c(int(off))), count)
+                    acc = v.fma(w, x, acc) if p.fused else v.expr(reduce, [acc, v.expr(p.combine, [x, w])])
                 col = b.add(col0, q)
                 out = self.epilogue(acc, bi, _c(0), col, 0, 0, mask)
                 self.vstore(out, self.fptr(self.C, b.add(cb, col)), mask)
