@@ -45,6 +45,11 @@ MAX_TAPS = 64
 """Taps kept in registers as splats (a 7x7 kernel is 49); beyond this the GEMM is no worse."""
 MAX_STEP = 4
 """Largest stride along the output row read by the kernel (beyond 2 by gathers)."""
+SERIAL_TAPS = 250_000
+"""Tap operations (multiply-add, or add and max) below which the kernel runs on the calling thread.
+A tap here costs far more than a GEMM's multiply-add (loads and shuffles per vector), so this is
+lower than the GEMM's SERIAL_FLOPS / 2 it was: PP-OCRv4 det 0.716 -> 0.688 and 0.711 -> 0.701 of
+onnxruntime, ResNet-18 (its MaxPool, 1.8M taps, now threaded) 0.866 -> 0.861; 50K was worse (0.767)."""
 UNIT_OUTPUTS = 4096
 """Output pixels per unit of work at least (a unit re-loads its channel's weights)."""
 
@@ -139,7 +144,7 @@ class DepthwisePlan(GemmPlan):
         self.reduce = spec.get("reduce", "add")
         self.fused = mapexpr.render(self.combine) == "$0 * $1" and self.reduce == "add"  # one FMA a tap
         self.rows = len(self.row_starts)
-        threads = 1 if 2 * self.nb * self.n * self.k < SERIAL_FLOPS else int(spec.get("threads", 1))
+        threads = 1 if self.nb * self.n * self.k < SERIAL_TAPS else int(spec.get("threads", 1))
         self.serial = threads == 1
         per_unit = max(1, UNIT_OUTPUTS // self.width)
         if self.nb < 4 * threads:  # few channels: split their rows so every thread has work
