@@ -295,3 +295,15 @@ def test_matmul_register_tile(m, k, n, tile, rng):
     model = single_node_model("MatMul", feeds, initializers={"w": _f(rng, k, n)})
     (spec,) = _check(model, feeds, kernels=1)
     assert (spec["tiles"]["mr"], spec["tiles"]["nr"]) == tile
+
+
+@pytest.mark.parametrize(("hw", "step"), [(56, 2), (40, None)], ids=["rows-affine", "edge-tiles"])
+def test_a_through_its_k_table(hw, step, rng):
+    """A stem convolution (3 channels, 7x7, stride 2: K = 147) whose register tiles each cover
+    pixels at one stride is read from the image through A's K table, not packed; with edge
+    tiles (20 x 20 pixels in 14-row tiles) it is packed, since those rows would run past it."""
+    feeds = {"x": _f(rng, 1, 3, hw, hw)}
+    model = single_node_model("Conv", feeds, initializers={"w": _f(rng, 32, 3, 7, 7), "b": _f(rng, 32)}, strides=[2, 2], pads=[3, 3, 3, 3])
+    (spec,) = _check(model, feeds, kernels=1)
+    kernel = plan(spec)
+    assert kernel.c_transposed and kernel.a_step == step and kernel.a_runs == (step is None)

@@ -66,6 +66,12 @@ PREFETCH = True
 reuse one panel from L2, they prefetch the next panel's rows, so the first tile of the next panel
 does not wait for memory (ResNet-18's 512-channel layers stream 9.4 MB of weights each: the model
 7.87 -> 7.73 ms, medians of 8 rounds with both builds in one process, taken twice)."""
+TABLE_A = True
+"""Module switch for A/B measurements of `GemmPlan._row_step` (2 threads, interleaved rounds: the stem
+7x7/2 3->64 at 224 0.754 -> 0.679 ms, 1x1/2 64->128 at 56 0.100 -> 0.095 ms; ResNet-18 within the
+noise, four A/Bs from 2.9% slower to 2.4% faster)."""
+TABLE_A_K = 256
+"""Largest K read through A's K table in place of packing (`GemmPlan._row_step`)."""
 L1_SETS, L1_WAYS = 64, 12
 """The L1 data cache of the Zen 5 and recent Intel cores (48 KiB, 12-way, 64-byte lines)."""
 BALANCED = True
@@ -175,7 +181,10 @@ class GemmPlan:
         if self.m > LARGE_M and self.m * self.n * 4 > SMALL_C and not self.c_transposed:
             self.kc = min(self.kc, LARGE_KC)
         self.kc = min(self.kc, self.kp)
-        self.a_runs = not self.a.packed and not self.a_direct and not _contiguous(self.a.k, 0, self.k) and self.mr <= self.lanes
+        self.a_step = self._row_step() if TABLE_A and not self.a.packed and not self.a_direct and spec.get("direct_a", True) else None
+        self.a_runs = (
+            not self.a.packed and not self.a_direct and self.a_step is None and not _contiguous(self.a.k, 0, self.k) and self.mr <= self.lanes
+        )
         epi = spec.get("epilogue") or {}
         self.epilogue = mapexpr.parse(epi.get("map", "$0"))
         self.extra = [tables(e, "m", "n") for e in epi.get("inputs", [])]
@@ -184,6 +193,22 @@ class GemmPlan:
         threads = int(spec.get("threads", 1))
         self.mc_panels, self.nc_panels = self._split(int(t.get("mc", 8 * self.mr)), int(t.get("nc", 16 * self.nr)), threads)
         self.rects = self._balanced(threads)
+
+    @property
+    def a_in_place(self) -> bool:
+        """A needs no packing at run time: prepacked, or read in place (by rows, or through its K table)."""
+        return self.a.packed or self.a_direct or self.a_step is not None
+
+    def _row_step(self) -> int | None:
+        """The stride s with A[m0 + r, k] at offset am[m0] + r s + ak[k] in every register tile, if
+        there is one and K is short (few channels: a stem convolution's 3 x 7 x 7): then the FMA
+        loop broadcasts A from the image through its K table, and no packing copies it (the stem's
+        packing was 17% of its kernel). No edge tiles: their rows would run past the image."""
+        if self.m % self.mr or self.k > TABLE_A_K or len(self.a.r) < self.mr:
+            return None
+        tiles = self.a.r.reshape(-1, self.mr)
+        step = int(tiles[0, 1] - tiles[0, 0]) if self.mr > 1 else 1
+        return step if np.array_equal(tiles - tiles[:, :1], np.broadcast_to(step * np.arange(self.mr), tiles.shape)) else None
 
     # -- work split ------------------------------------------------------------------
 
@@ -226,7 +251,7 @@ class GemmPlan:
                         cols = min(np_, self.n_panels - jn) * self.nr
                         for im in range(0, self.m_panels, mp):
                             rows = min(mp, self.m_panels - im) * self.mr
-                            pack = (0 if self.a.packed or self.a_direct else rows) + (0 if self.b.packed else cols)
+                            pack = (0 if self.a_in_place else rows) + (0 if self.b.packed else cols)
                             loads[u % len(loads)] += rows * cols + 4 * pack + 2000
                             u += 1
                 key = (max(loads), -(mp * np_), mp)
@@ -237,7 +262,7 @@ class GemmPlan:
 
     def _unit_load(self, rows: int, cols: int) -> float:
         """A unit's multiply-adds, the packing it repeats (4 per element) and a fixed UNIT_COST."""
-        pack = (0 if self.a.packed or self.a_direct else rows) + (0 if self.b.packed else cols)
+        pack = (0 if self.a_in_place else rows) + (0 if self.b.packed else cols)
         return (rows * cols + 4 * pack) * self.kp + UNIT_COST
 
     def _balanced(self, threads: int) -> list[tuple[int, int, int, int, int]] | None:
@@ -443,7 +468,7 @@ class _Body:
         self.A, self.B, self.C = ptrs[:3]
         self.E = ptrs[3:]
         mc, nc = p.mc_panels * p.mr, p.nc_panels * p.nr
-        self.abuf = None if p.a.packed or p.a_direct else b.alloca(ir.ArrayType(F32, p.mc_inner * p.kc), name="apack")
+        self.abuf = None if p.a_in_place else b.alloca(ir.ArrayType(F32, p.mc_inner * p.kc), name="apack")
         self.bbuf = None if p.b.packed else b.alloca(ir.ArrayType(F32, nc * p.kc), name="bpack")
         for buf in (self.abuf, self.bbuf):
             if buf is not None:
@@ -503,7 +528,7 @@ class _Body:
         def mblock(m0: ir.Value, m1: ir.Value, pc: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value) -> None:
             if p.a_runs:
                 self.pack_a_runs(ab, m0, m1, pc, kc)
-            elif not p.a.packed and not p.a_direct:
+            elif not p.a.packed and not p.a_direct and p.a_step is None:
                 self.pack_a(ab, m0, m1, pc, kc)
 
             def col(jr: ir.Value) -> None:
@@ -517,7 +542,7 @@ class _Body:
                     if p.a.packed:
                         panel = b.add(b.mul(bi, _c(p.m_panels)), b.udiv(ir_, _c(p.mr)))
                         aptr = self.fptr(self.A, b.add(b.mul(panel, _c(p.kp * p.mr)), b.mul(pc, _c(p.mr))))
-                    elif p.a_direct:
+                    elif p.a_direct or p.a_step is not None:
                         aptr = None
                     else:
                         aptr = self.fptr(self.abuf, b.mul(b.sub(ir_, m0), kc))
@@ -806,6 +831,10 @@ class _Body:
             a_at = lambda r, k: self.fptr(rows[r], k)  # noqa: E731
             acc = self.fma_loop(a_at, bptr, _c(0), main, KU, init)
             acc = self.fma_loop(a_at, bptr, main, kreal, 1, acc)
+        elif p.a_step is not None:  # A read in place through its K table (padded K: the last entry again, times B's zeros)
+            row0 = self.fptr(self.A, b.add(self.a_base, self.at(self.t_am, m0)))
+            a_at = lambda r, k: self.fptr(row0, b.add(self.at(self.t_ak, b.add(self.pc, k)), _c(r * p.a_step)))  # noqa: E731
+            acc = self.fma_loop(a_at, bptr, _c(0), kc, KU, init)
         else:
             a_at = lambda r, k: self.fptr(aptr, b.add(b.mul(k, _c(p.mr)), _c(r)))  # noqa: E731
             acc = self.fma_loop(a_at, bptr, _c(0), kc, KU, init)
