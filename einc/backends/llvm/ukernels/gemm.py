@@ -68,10 +68,8 @@ does not wait for memory (ResNet-18's 512-channel layers stream 9.4 MB of weight
 7.87 -> 7.73 ms, medians of 8 rounds with both builds in one process, taken twice)."""
 TABLE_A = True
 """Module switch for A/B measurements of `GemmPlan._row_step` (2 threads, interleaved rounds: the stem
-7x7/2 3->64 at 224 0.754 -> 0.679 ms, 1x1/2 64->128 at 56 0.100 -> 0.095 ms; ResNet-18 within the
-noise, four A/Bs from 2.9% slower to 2.4% faster)."""
-TABLE_A_K = 256
-"""Largest K read through A's K table in place of packing (`GemmPlan._row_step`)."""
+7x7/2 3->64 at 224 0.754 -> 0.679 ms, 3x3/2 64->128 at 56 0.344 -> 0.310, 3x3 512->512 at 7x7
+0.658 -> 0.615, 1x1/2 64->128 at 56 0.100 -> 0.095; ResNet-18 0.868 -> 0.840 of onnxruntime)."""
 L1_SETS, L1_WAYS = 64, 12
 """The L1 data cache of the Zen 5 and recent Intel cores (48 KiB, 12-way, 64-byte lines)."""
 BALANCED = True
@@ -201,10 +199,12 @@ class GemmPlan:
 
     def _row_step(self) -> int | None:
         """The stride s with A[m0 + r, k] at offset am[m0] + r s + ak[k] in every register tile, if
-        there is one and K is short (few channels: a stem convolution's 3 x 7 x 7): then the FMA
-        loop broadcasts A from the image through its K table, and no packing copies it (the stem's
-        packing was 17% of its kernel). No edge tiles: their rows would run past the image."""
-        if self.m % self.mr or self.k > TABLE_A_K or len(self.a.r) < self.mr:
+        there is one (a convolution with pixels as rows, each tile within one output row): then
+        the FMA loop broadcasts A from the image through its K table, one table load a step for
+        all MR rows, and no packing copies it (the stem's packing was 17% of its kernel; the
+        packed block was read once per N panel, the image is too, from L1 or L2).
+        No edge tiles: their rows would run past the image."""
+        if self.m % self.mr or len(self.a.r) < self.mr:
             return None
         tiles = self.a.r.reshape(-1, self.mr)
         step = int(tiles[0, 1] - tiles[0, 0]) if self.mr > 1 else 1
