@@ -130,3 +130,14 @@ def test_max_pool_window_group_against_onnxruntime(case, monkeypatch):
     ours = einc.compile(model, cache=False).run({"x": x})
     for name, value in ort_run(model, {"x": x}).items():
         np.testing.assert_array_equal(ours[name], value)
+
+
+def test_bias_and_activation_are_the_kernels_epilogue():
+    """A depthwise convolution's output is [n, channel, p, q] itself (no reshape from
+    [n, group, 1, p, q] after it), so its bias and ReLU join its group: one kernel."""
+    model = _model((1, 16, 20, 24), 5, 1, 2, activation="Relu")
+    assert _kinds(model) == ["depthwise"]
+    x = np.random.default_rng(5).standard_normal((1, 16, 20, 24)).astype(np.float32)
+    ours = einc.compile(model, cache=False).run({"x": x})
+    for name, value in ort_run(model, {"x": x}).items():
+        np.testing.assert_allclose(ours[name], value, rtol=RTOL, atol=ATOL)

@@ -344,6 +344,11 @@ def _convolution(
     if math.prod(w_shape) != math.prod(ws):
         raise Unsupported(f"weight of shape {list(ws)} for {xs[1]} channels in {groups} groups")
     xv = b.reshape(x, [xs[0], *gs, cg, *xs[2:]])
+    if groups > 1 and mg == 1:
+        # One output channel per group (depthwise): the output is [n, g, p..] itself, with no
+        # reshape after it to end the contraction's group before its bias and activation.
+        w_idx, w_shape = [v for v in w_idx if v != "m"], [d for v, d in zip(w_idx, w_shape) if v != "m"]
+        return b.einsum([xv, b.reshape(w, w_shape)], [["n", *g, "c", *taps], w_idx], ["n", *g, *ps], result_type, "$0 * $1", "add")
     o = b.einsum(
         [xv, b.reshape(w, w_shape)],
         [["n", *g, "c", *taps], w_idx],
