@@ -334,7 +334,7 @@ def _transformed_in_packs(spec: dict[str, Any], tiles: dict[str, int], group: Gr
     from einc.backends.llvm.ukernels.winograd import WinogradInputCall
 
     source = winograd_source(group.inputs[spec["b"]["input"]])
-    if source is None or not PACKED_TRANSFORM or not WinogradInputCall.accepts(source):
+    if source is None or not PACKED_TRANSFORM or not WinogradInputCall.accepts(source) or _only_reader(source) is not group:
         return None
     _, _, n, c, _, tw = tuple(source.outputs[0].type.get_shape())  # type: ignore[attr-defined]
     choices = [t for t in PIXEL_TILES.get((tiles["mr"], tiles["nr"], tiles.get("lanes", 16)), []) if tw % t[0] == 0]
@@ -353,15 +353,21 @@ def winograd_source(value: SSAValue) -> GroupOp | None:
     return owner if isinstance(owner, GroupOp) and owner.kind.data == "winograd-input" else None
 
 
-def transform_packing(group: GroupOp) -> dict[str, int] | None:
-    """For a "winograd-input" group: the packed layout its GEMM reads (MR, K padded), or None
-    for the plain [x, y, n, c, t, u] layout. Both groups' handlers decide with this one rule."""
+def _only_reader(group: GroupOp) -> GroupOp | None:
+    """The one group that reads `group`'s result (through reshapes), if only one does."""
     readers = [use.operation for use in group.outputs[0].uses]
     while len(readers) == 1 and isinstance(readers[0], ReshapeOp):
         readers = [use.operation for use in readers[0].result.uses]
-    if len(readers) != 1 or not isinstance(readers[0], GroupOp) or readers[0].kind.data != "contraction":
+    return readers[0] if len(readers) == 1 and isinstance(readers[0], GroupOp) else None
+
+
+def transform_packing(group: GroupOp) -> dict[str, int] | None:
+    """For a "winograd-input" group: the packed layout its GEMM reads (MR, K padded), or None
+    for the plain [x, y, n, c, t, u] layout. Both groups' handlers decide with this one rule."""
+    reader = _only_reader(group)
+    if reader is None or reader.kind.data != "contraction":
         return None
-    spec = kernel_spec(readers[0])
+    spec = kernel_spec(reader)
     if spec is None or not spec["a"].get("packed_by"):
         return None
     return {"mr": int(spec["tiles"]["mr"]), "kp": -(-math.prod(spec["vars"][v] for v in spec["k"]) // KU) * KU}
