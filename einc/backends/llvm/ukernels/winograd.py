@@ -182,12 +182,11 @@ class _TransformBody(_Body):
         t0 = b.mul(b.urem(u, _c(p.row_blocks)), _c(p.rows_per_unit))
         t1 = self.smin(b.add(t0, _c(p.rows_per_unit)), _c(p.th))
         self.begin(plane)
-        step = p.mr or p.lanes  # packed: one panel of MR tiles per vector
-        full = p.tw // step * step
+        full = p.tw // p.lanes * p.lanes
 
         def row(t: ir.Value) -> None:
             if full:
-                self.loop(_c(0), _c(full), step, lambda q: self.tiles(plane, t, q, step), "wq")
+                self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(plane, t, q, p.lanes), "wq")
             if p.tw > full:
                 self.tiles(plane, t, _c(full), p.tw - full)
 
