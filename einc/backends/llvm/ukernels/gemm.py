@@ -831,10 +831,13 @@ class _Body:
             a_at = lambda r, k: self.fptr(rows[r], k)  # noqa: E731
             acc = self.fma_loop(a_at, bptr, _c(0), main, KU, init)
             acc = self.fma_loop(a_at, bptr, main, kreal, 1, acc)
-        elif p.a_step is not None:  # A read in place through its K table (padded K: the last entry again, times B's zeros)
+        elif p.a_step is not None:  # A read in place through its K table; exact K, as above (0 x inf is no 0)
             row0 = self.fptr(self.A, b.add(self.a_base, self.at(self.t_am, m0)))
+            kreal = self.smin(kc, b.sub(_c(p.k), self.pc))
+            main = b.and_(kreal, _c(~(KU - 1)))
             a_at = lambda r, k: self.fptr(row0, b.add(self.at(self.t_ak, b.add(self.pc, k)), _c(r * p.a_step)))  # noqa: E731
-            acc = self.fma_loop(a_at, bptr, _c(0), kc, KU, init)
+            acc = self.fma_loop(a_at, bptr, _c(0), main, KU, init)
+            acc = self.fma_loop(a_at, bptr, main, kreal, 1, acc)
         else:
             a_at = lambda r, k: self.fptr(aptr, b.add(b.mul(k, _c(p.mr)), _c(r)))  # noqa: E731
             acc = self.fma_loop(a_at, bptr, _c(0), kc, KU, init)
