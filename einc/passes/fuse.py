@@ -485,17 +485,23 @@ WINDOW_REDUCTIONS = ("max", "min")
 """Reductions of a window group (a sum over a window times a constant is a depthwise contraction)."""
 
 
+def window_operand(op: EinsumOp) -> int | None:
+    """Which of a two-input einsum's inputs is indexed by its reduced (tap) indices alone, if one is."""
+    taps = set(op.reduction_vars())
+    found = [i for i, exprs in enumerate(op.input_exprs) if {v for e in exprs for v in e.variables} <= taps]
+    return found[0] if len(op.inputs) == 2 and len(found) == 1 else None
+
+
 def fuse_windows(block: Block) -> list[GroupOp]:
     """Each reduction over a window of an image with a constant per tap (MaxPool, MinPool: the
     second input is indexed by the window's indices alone) as a group of its own, which the
     CPU target runs as a vector kernel (`ukernels/depthwise.py`)."""
     groups = []
     for op in list(block.ops):
-        if not (isinstance(op, EinsumOp) and op.reduce_op in WINDOW_REDUCTIONS and len(op.inputs) == 2 and all(_f32(v) for v in [*op.inputs, op.output])):
+        if not (isinstance(op, EinsumOp) and op.reduce_op in WINDOW_REDUCTIONS and all(_f32(v) for v in [*op.inputs, op.output])):
             continue
-        taps = set(op.reduction_vars())
-        if any({v for e in exprs for v in e.variables} <= taps for exprs in op.input_exprs):
-            why = f"a {op.reduce_op} over a window of {len(taps)} indices with a constant per tap"
+        if window_operand(op) is not None:
+            why = f"a {op.reduce_op} over a window of {len(op.reduction_vars())} indices with a constant per tap"
             groups.append(make_group("window", [op], why))
     return groups
 

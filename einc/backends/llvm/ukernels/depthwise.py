@@ -90,14 +90,14 @@ class WindowCall:
         ops = [op for op in group.body.block.ops if op.name != "ein.yield"]
         if len(ops) != 1 or not isinstance(ops[0], EinsumOp) or ops[0].reduce_op not in IDENTITY or len(ops[0].inputs) != 2:
             return None
+        from einc.passes.fuse import window_operand  # fuse -> ukernels (calls)
+
         op = ops[0]
-        taps = op.reduction_vars()
-        window = [i for i, exprs in enumerate(op.input_exprs) if {v for e in exprs for v in e.variables} <= set(taps)]
-        outs = op.output_vars
-        if len(window) != 1 or len(outs) < 3:
+        window, outs = window_operand(op), op.output_vars
+        if window is None or len(outs) < 3:
             return None
         args = list(group.body.block.args)
-        image = 1 - window[0]
+        image = 1 - window
 
         def operand(i: int) -> dict[str, Any]:
             value = op.inputs[i]
@@ -107,8 +107,8 @@ class WindowCall:
         from einc.backends.llvm.ukernels.calls import DEFAULT_TILES  # calls -> passes.fuse -> ukernels
 
         spec: dict[str, Any] = {
-            "kind": "depthwise", "vars": op.extents(), "batch": outs[:-2], "m": [], "n": outs[-2:], "k": taps,
-            "a": operand(window[0]), "b": operand(image),
+            "kind": "depthwise", "vars": op.extents(), "batch": outs[:-2], "m": [], "n": outs[-2:], "k": op.reduction_vars(),
+            "a": operand(window), "b": operand(image),
             "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], tuple(op.output.type.get_shape())))),  # type: ignore[attr-defined]
             "epilogue": {"map": "$0", "inputs": []}, "tiles": dict(DEFAULT_TILES), "lanes": 16,
             # the combine over (image, window) whatever their order in the einsum
@@ -142,6 +142,7 @@ class DepthwisePlan(GemmPlan):
         self.row_starts, self.step = layout
         self.combine = mapexpr.parse(spec.get("combine", "$0 * $1"))  # over (image value, tap constant)
         self.reduce = spec.get("reduce", "add")
+        self.reduction = mapexpr.parse("$0 + $1" if self.reduce == "add" else f"{self.reduce}($0, $1)")
         self.fused = mapexpr.render(self.combine) == "$0 * $1" and self.reduce == "add"  # one FMA a tap
         self.rows = len(self.row_starts)
         threads = 1 if self.nb * self.n * self.k < SERIAL_TAPS else int(spec.get("threads", 1))
@@ -199,10 +200,9 @@ class _DepthwiseBody(_Body):
                 mask = None if count is None else self.lane_mask(_c(count))
                 base = b.add(src, b.mul(q, _c(p.step)))
                 acc = v.const(IDENTITY[p.reduce])
-                reduce = mapexpr.parse(f"{p.reduce}($0, $1)" if p.reduce != "add" else "$0 + $1")
                 for w, off in zip(weights, p.b.k):
                     x = self.load_b(b.add(base, _c(int(off))), count)
-                    acc = v.fma(w, x, acc) if p.fused else v.expr(reduce, [acc, v.expr(p.combine, [x, w])])
+                    acc = v.fma(w, x, acc) if p.fused else v.expr(p.reduction, [acc, v.expr(p.combine, [x, w])])
                 col = b.add(col0, q)
                 out = self.epilogue(acc, bi, _c(0), col, 0, 0, mask)
                 self.vstore(out, self.fptr(self.C, b.add(cb, col)), mask)
