@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,22 @@ CODE = "model.o"
 LIBRARY = "model.so"
 WEIGHTS = "weights.bin"
 FORMAT = "einc-artifact/1"
+HUGE_PAGE = 2 << 20
 
 
 def _aligned_empty(nbytes: int) -> np.ndarray:
-    """A byte array whose data starts on an ALIGNMENT boundary."""
+    """A byte array whose data starts on an ALIGNMENT boundary.
+
+    From HUGE_PAGE bytes on (weights, the arena) it is a private mapping of its own, marked for
+    transparent huge pages: a ResNet-18 streams its 54 MB of weights every run, one TLB miss
+    per 4 KiB page otherwise (8.89 -> 8.39 ms and 8.38 -> 8.26 ms in two 30-round A/B runs).
+    Where the kernel has THP only on madvise (the common default), numpy's arrays get none.
+    EINC_HUGE_PAGES=0 turns this off, for measurements.
+    """
+    if nbytes >= HUGE_PAGE and os.environ.get("EINC_HUGE_PAGES", "1") != "0" and hasattr(mmap, "MADV_HUGEPAGE"):
+        region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        region.madvise(mmap.MADV_HUGEPAGE)
+        return np.frombuffer(region, dtype=np.uint8)
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
     return raw[start : start + nbytes]
