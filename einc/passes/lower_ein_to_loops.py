@@ -826,6 +826,7 @@ GROUP_KERNELS: dict[str, str] = {
     "attention": "einc.backends.llvm.ukernels.attention:AttentionCall",
     "winograd-input": "einc.backends.llvm.ukernels.winograd:WinogradInputCall",
     "winograd-output": "einc.backends.llvm.ukernels.winograd:WinogradOutputCall",
+    "winograd": "einc.backends.llvm.ukernels.winograd:WinogradCall",
     "window": "einc.backends.llvm.ukernels.depthwise:WindowCall",
 }
 """Group kind -> handler (`accepts(group)`, `lower(lowering, emitter, group)`) that

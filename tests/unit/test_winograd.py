@@ -7,6 +7,8 @@ computes the einsums exactly as the IR writes them.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -14,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import einc
 import einc.passes.winograd as winograd
-from einc.backends.llvm.ukernels.winograd import _split
+from einc.backends.llvm.ukernels.winograd import WinogradFusedPlan, _split
 from einc.frontend.onnx import import_model
 from einc.ir.ein import GroupOp
 from einc.passes import Pipeline
@@ -72,15 +74,54 @@ CASES = [
     ("wide", 1, 16, 16, 14, 68, False, "Sigmoid"),  # 34 tiles a row: two vectors and 2 more
     ("narrow", 1, 16, 16, 28, 10, True, None),  # 5 tiles a row: one partial vector
     ("no-bias", 1, 16, 16, 16, 16, False, None),
+    ("k-padded", 1, 18, 20, 16, 16, True, "Relu"),  # 18 channels: K padded to 20 in the packed A
 ]
+THREE = ["winograd-input", "contraction", "winograd-output"]
+FUSED = {"56x56", "narrow", "no-bias", "k-padded"}
+"""Cases in the fused form: one image, at least FUSED_MIN_ROWS rows of tiles."""
 
 
-@pytest.mark.parametrize(("n", "cin", "cout", "h", "w", "residual", "act"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_winograd_matches_onnxruntime(n, cin, cout, h, w, residual, act):
+@pytest.mark.parametrize(("case", "n", "cin", "cout", "h", "w", "residual", "act"), CASES, ids=[c[0] for c in CASES])
+def test_winograd_matches_onnxruntime(case, n, cin, cout, h, w, residual, act):
     model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
     kinds = [g.kind.data for g in _groups(model)]
-    assert kinds == ["winograd-input", "contraction", "winograd-output"]
+    assert kinds == (["winograd"] if case in FUSED else THREE)
     _check(model, feeds)
+
+
+@pytest.mark.parametrize("case", sorted(FUSED))
+def test_fused_form_as_three_groups_computes_the_same(case, monkeypatch):
+    """The fused form off: the same convolutions as three groups, each over the whole map."""
+    monkeypatch.setattr(winograd, "FUSED", False)
+    n, cin, cout, h, w, residual, act = next(c[1:] for c in CASES if c[0] == case)
+    model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
+    assert [g.kind.data for g in _groups(model)] == THREE
+    _check(model, feeds)
+
+
+@pytest.mark.parametrize(("case", "mr", "nr"), [("56x56", 14, 32), ("narrow", 7, 48), ("no-bias", 8, 48)])
+def test_fused_kernel_plans_rows_of_tiles(case, mr, nr, monkeypatch):
+    """The fused kernel's units are rows of tiles; its GEMMs take the register tile of least padded
+    work for a row (28 tiles: 14 x 32; 5: 7 x 48; 8: 8 x 48) and the transformed weight prepacked."""
+    monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    n, cin, cout, h, w, residual, act = next(c[1:] for c in CASES if c[0] == case)
+    model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
+    specs = _kernel_specs(model)
+    assert list(specs) == ["winograd_fused"]
+    spec = specs["winograd_fused"]
+    assert (spec["mr"], spec["nr"]) == (mr, nr) and spec["packed"]
+    plan = WinogradFusedPlan(spec)
+    assert plan.units == h // 2 and plan.gemm.a.packed and plan.gemm.b.packed and plan.gemm.c_transposed
+    assert 16 * (w // 2) * (cin + cout) * 4 <= winograd.FUSED_SCRATCH
+    _check(model, feeds)
+
+
+def test_fused_form_needs_rows_and_room():
+    """Too few rows of tiles for the threads, or a row's scratch beyond FUSED_SCRATCH: three groups."""
+    model, _ = _conv_model(1, 16, 16, 14, 14)  # 7 rows
+    assert [g.kind.data for g in _groups(model)] == THREE
+    model, _ = _conv_model(1, 256, 256, 56, 56, act=None)  # 28 tiles x 512 channels x 16: 896 KiB
+    assert [g.kind.data for g in _groups(model)] == THREE
 
 
 def test_epilogue_moves_to_the_output_group():
@@ -91,11 +132,12 @@ def test_epilogue_moves_to_the_output_group():
     assert "%r" not in str(ops[0]) and "u * 2 + j" in str(out)  # the residual read at [n, m, 2t + i, 2u + j]
 
 
-def test_generic_lowering_computes_the_same(monkeypatch):
+@pytest.mark.parametrize("size", [14, 16], ids=["three-groups", "fused"])
+def test_generic_lowering_computes_the_same(size, monkeypatch):
     """Without the transform kernels the groups are lowered einsum by einsum: the IR means what it says."""
     table = {k: v for k, v in loops.GROUP_KERNELS.items() if not k.startswith("winograd")}
     monkeypatch.setattr(loops, "GROUP_KERNELS", table)
-    model, feeds = _conv_model(1, 16, 16, 14, 14, residual=True)
+    model, feeds = _conv_model(1, 16, 16, size, size, residual=True)
     _check(model, feeds)
 
 
@@ -103,6 +145,7 @@ def test_few_planes_split_rows(monkeypatch):
     """Fewer planes than 4 a thread: units are blocks of tile rows."""
     assert _split(64, 28, 2) == (28, 1)
     assert _split(4, 28, 2) == (14, 2)
+    monkeypatch.setattr(winograd, "FUSED", False)
     model, feeds = _conv_model(1, 2, 3, 56, 20, residual=True)
     kinds = [g.kind.data for g in _groups(model, min_channels=1)]
     assert kinds == ["winograd-input", "contraction", "winograd-output"]
@@ -130,8 +173,6 @@ def test_other_convolutions_stay_direct(kw):
 
 
 def _kernel_specs(model: onnx.ModelProto) -> dict[str, dict]:
-    import json
-
     from einc.passes.pipeline import CPU_LOOPS
 
     module = import_model(model).module
@@ -146,6 +187,7 @@ def test_transform_writes_the_gemm_packed_panels(case, mr, monkeypatch):
     the GEMM's packed A layout and the GEMM reads it as is (tiles as rows); elsewhere the plain
     layout, which the GEMM packs. Channel blocks split the panels when they are few (7 at 14x14)."""
     monkeypatch.setenv("EINC_NUM_THREADS", "2")
+    monkeypatch.setattr(winograd, "FUSED", False)
     n, cin, cout, h, w, residual, act = next(c[1:] for c in CASES if c[0] == case)
     model, feeds = _conv_model(n, cin, cout, h, w, residual=residual, act=act, bias=act is not None or residual)
     specs = _kernel_specs(model)
@@ -153,4 +195,15 @@ def test_transform_writes_the_gemm_packed_panels(case, mr, monkeypatch):
     assert bool(specs["gemm"]["a"].get("packed_by")) == bool(mr)
     if mr:
         assert specs["gemm"]["tiles"]["mr"] == mr and (w // 2) % mr == 0
+    _check(model, feeds)
+
+
+def test_fused_kernel_packs_a_shared_weight_at_run_time(monkeypatch):
+    """A transformed weight the kernel cannot take prepacked (another reader: `_weight_only_here`
+    finds none) is packed by the row's GEMMs as they run."""
+    from einc.backends.llvm.ukernels import calls
+
+    monkeypatch.setattr(calls, "_weight_only_here", lambda *args: None)
+    model, feeds = _conv_model(1, 18, 20, 16, 16, residual=True)
+    assert _kernel_specs(model)["winograd_fused"]["packed"] is False
     _check(model, feeds)

@@ -19,11 +19,11 @@ from einc.backends.llvm.ukernels.depthwise import DepthwisePlan
 from einc.backends.llvm.ukernels.gemm import GemmPlan
 from einc.backends.llvm.ukernels.parallel import ParallelPlan
 from einc.backends.llvm.ukernels.rows import RowsPlan
-from einc.backends.llvm.ukernels.winograd import WinogradInputPlan, WinogradOutputPlan
+from einc.backends.llvm.ukernels.winograd import WinogradFusedPlan, WinogradInputPlan, WinogradOutputPlan
 
 KERNELS: dict[str, Callable[[dict[str, Any]], Any]] = {"gemm": GemmPlan, "depthwise": DepthwisePlan, "rows": RowsPlan, "attention": AttentionPlan,
                                                         "parallel": ParallelPlan, "winograd_input": WinogradInputPlan,
-                                                        "winograd_output": WinogradOutputPlan}
+                                                        "winograd_output": WinogradOutputPlan, "winograd_fused": WinogradFusedPlan}
 """Kernel kind -> plan class (with `emit(module)` and, for weights, `pack`)."""
 
 from einc.backends.llvm.ukernels.declare import SPEC_ATTR  # noqa: F401  (the declarations' attribute)

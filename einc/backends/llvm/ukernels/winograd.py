@@ -24,16 +24,18 @@ when there are fewer planes than 4 per thread.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llvmlite import ir
+from xdsl.dialects.builtin import DictionaryAttr, StringAttr
 
 from einc.backends.llvm.ukernels.declare import call_kernel
-from einc.backends.llvm.ukernels.gemm import PTR, _Body, _c, _pattern, operand_tables
-from einc.backends.llvm.ukernels.pool import define_entry, thread_count
-from einc.backends.llvm.ukernels.vector import I32
+from einc.backends.llvm.ukernels.gemm import PTR, GemmPlan, _Body, _c, _pattern, operand_tables
+from einc.backends.llvm.ukernels.pool import BODY, define_entry, thread_count
+from einc.backends.llvm.ukernels.vector import F32, I32
 from einc.ir import mapexpr
 from einc.ir.ein import EinsumOp, GroupOp
 from einc.ir.indexexpr import IndexExpr, flat_offset
@@ -96,25 +98,12 @@ class WinogradOutputCall:
 
     @staticmethod
     def spec(group: GroupOp) -> dict[str, Any] | None:
-        from einc.backends.llvm.ukernels.calls import compose_epilogue  # calls -> passes.fuse -> ukernels
-
         ops = _ops(group)
-        if ops is None or ops[0].output_vars != ["n", "m", *ROW_VARS] or len(ops[0].inputs) != 3:
-            return None
         args = list(group.body.block.args)
-        shapes = [_shape(v) for v in group.inputs]
-        outs = ops[0].output_vars
-        epilogue = compose_epilogue(ops, mapexpr.Input(0), outs, args, shapes)  # type: ignore[arg-type]
-        if epilogue is None:
+        spec = None if ops is None else _output_spec(ops, args, [_shape(v) for v in group.inputs])
+        if spec is None or ops[0].inputs[2] not in args:  # type: ignore[index]
             return None
-        n, m, th, _, tw, _ = _shape(ops[0].output)
-        out = _shape(group.outputs[0])
-        return {
-            "kind": "winograd_output", "vars": dict(zip(outs, out)), "th": th, "tw": tw, "planes": n * m,
-            "source": args.index(ops[0].inputs[2]),  # type: ignore[arg-type]
-            "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], out))),
-            "epilogue": epilogue, "lanes": 16, "threads": thread_count(),
-        }
+        return spec | {"source": args.index(ops[0].inputs[2])}  # type: ignore[arg-type, index]
 
     @staticmethod
     def accepts(group: GroupOp) -> bool:
@@ -128,6 +117,27 @@ class WinogradOutputCall:
         args = [buffers[spec.pop("source")].ref, lowering.buffers[group.outputs[0]].ref]
         args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
         call_kernel(lowering, e, spec, args, "einc_winograd")
+
+
+def _output_spec(chain: list[EinsumOp], args: list[Any], shapes: list[tuple[int, ...]]) -> dict[str, Any] | None:
+    """The output transform's spec (without its source): `chain` is the transform einsum and the
+    convolution's epilogue einsums, whose other inputs are among the group's `args`."""
+    from einc.backends.llvm.ukernels.calls import compose_epilogue  # calls -> passes.fuse -> ukernels
+
+    head = chain[0]
+    if head.output_vars != ["n", "m", *ROW_VARS] or len(head.inputs) != 3:
+        return None
+    outs = head.output_vars
+    epilogue = compose_epilogue(chain, mapexpr.Input(0), outs, args, shapes)
+    if epilogue is None:
+        return None
+    n, m, th, _, tw, _ = _shape(head.output)
+    out = _shape(chain[-1].output)
+    return {
+        "kind": "winograd_output", "vars": dict(zip(outs, out)), "th": th, "tw": tw, "planes": n * m,
+        "c": dict(zip(("coef", "const"), flat_offset([IndexExpr.var(v) for v in outs], out))),
+        "epilogue": epilogue, "lanes": 16, "threads": thread_count(),
+    }
 
 
 class _Plan:
@@ -325,3 +335,209 @@ class WinogradOutputPlan(_Plan):
         epi = spec.get("epilogue") or {}
         self.epilogue = mapexpr.parse(epi.get("map", "$0"))
         self.extra = [operand_tables(ext, x, ["n"], ["m"], ROW_VARS) for x in epi.get("inputs", [])]
+
+
+# -- the fused form: one row of tiles at a time -----------------------------------------------
+
+FUSED_TILES = [(14, 32), (8, 48), (7, 48), (6, 64)]
+"""Register tiles (MR tiles of a row x NR output channels) the fused kernel's GEMMs choose from:
+the one with least padded work (the pixels-as-rows tiles of `calls.PIXEL_TILES`)."""
+
+
+def _fused_parts(group: GroupOp) -> tuple[EinsumOp, EinsumOp, list[EinsumOp]] | None:
+    """A "winograd" group's input transform, GEMM and output chain (transform + epilogue)."""
+    ops = _ops(group)
+    if ops is None or len(ops) < 3:
+        return None
+    into, gemm, chain = ops[0], ops[1], ops[2:]
+    if (
+        into.output_vars != ["x", "y", "n", "c", "t", "u"] or len(into.inputs) != 3
+        or gemm.output_vars != ["x", "y", "n", "m", "t", "u"] or gemm.inputs[1] is not into.output
+        or chain[0].inputs[2] is not gemm.output
+    ):
+        return None
+    return into, gemm, chain
+
+
+class WinogradCall:
+    """The handler of "winograd" groups (`passes/winograd.py`, `fused`): one kernel runs the input
+    transform, the 16 GEMMs and the output transform for one row of tiles at a time."""
+
+    @staticmethod
+    def spec(group: GroupOp) -> dict[str, Any] | None:
+        parts = _fused_parts(group)
+        if parts is None:
+            return None
+        into, gemm, chain = parts
+        args = list(group.body.block.args)
+        out = _output_spec(chain, args, [_shape(v) for v in group.inputs])
+        _, _, n, c, th, tw = _shape(into.output)
+        m = _shape(gemm.output)[3]
+        if out is None or n != 1 or into.inputs[2] not in args or gemm.inputs[0] not in args:
+            return None
+        if _shape(into.inputs[2]) != (n, c, 2 * th + 2, 2 * tw + 2):
+            return None
+        mr, nr = min(FUSED_TILES, key=lambda t: (-(-tw // t[0]) * t[0] * -(-m // t[1]) * t[1]))
+        return out | {
+            "kind": "winograd_fused", "c_in": c, "m": m, "mr": mr, "nr": nr,
+            "image": args.index(into.inputs[2]), "weight": args.index(gemm.inputs[0]),
+        }
+
+    @staticmethod
+    def accepts(group: GroupOp) -> bool:
+        return WinogradCall.spec(group) is not None
+
+    @staticmethod
+    def lower(lowering: _FunctionLowering, e: _Emitter, group: GroupOp) -> None:
+        from einc.backends.llvm.ukernels.calls import _weight_only_here  # calls -> passes.fuse -> ukernels
+
+        spec = WinogradCall.spec(group)
+        assert spec is not None
+        buffers = [lowering.buffers[v] for v in group.inputs]
+        weight = buffers[spec.pop("weight")]
+        spec["packed"] = _weight_only_here(lowering, group.inputs[buffers.index(weight)], group) is not None
+        args = [buffers[spec.pop("image")].ref, weight.ref, lowering.buffers[group.outputs[0]].ref]
+        args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
+        call_kernel(lowering, e, spec, args, "einc_winograd")
+        if spec["packed"]:  # the transformed weight in the GEMM's panel layout, packed at compile time
+            index = weight.ref.index  # type: ignore[attr-defined]
+            old = lowering.roles[index].data
+            lowering.roles[index] = DictionaryAttr({**old, "pack": StringAttr("b:" + json.dumps(WinogradFusedPlan.gemm_spec(spec), sort_keys=True))})
+
+
+class WinogradFusedPlan:
+    """The fused kernel: units are rows of tiles. A unit transforms its row of the image into a
+    scratch A in the GEMM's packed panel layout [x, y][panel][C][MR] (`_RowInputBody`), runs the
+    16 GEMMs of the row (a serial `GemmPlan` whose C is a scratch [x, y][M][row]) and transforms
+    their results into two rows of output pixels with the epilogue (`_RowOutputBody`). Scratch
+    lives on the thread's stack and stays in its cache; the transformed weight is the GEMM's
+    prepacked B."""
+
+    n_inputs = 3
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.th, self.tw, self.c, self.m = int(spec["th"]), int(spec["tw"]), int(spec["c_in"]), int(spec["m"])
+        self.mr = int(spec["mr"])
+        self.gemm = GemmPlan(self.gemm_spec(spec))
+        self.kp, self.panels = self.gemm.kp, -(-self.tw // self.mr)
+        base = {"lanes": int(spec.get("lanes", 16)), "th": self.th, "tw": self.tw, "threads": 1}
+        self.into = WinogradInputPlan(base | {"name": f"{self.name}.in", "planes": self.c, "mr": self.mr, "kp": self.kp, "channels": self.c})
+        self.out = WinogradOutputPlan({k: v for k, v in spec.items() if k in ("vars", "c", "epilogue", "planes")} | base | {"name": f"{self.name}.out"})
+        self.serial = int(spec.get("threads", 1)) == 1
+
+    @staticmethod
+    def gemm_spec(spec: dict[str, Any]) -> dict[str, Any]:
+        """The GEMMs of one row: batch [x, y], rows the row's tiles, columns the output channels,
+        K the input channels; A the packed scratch, B the weight U[x, y, m, c], C the scratch
+        [x, y, m, t] (contiguous along the tiles: the kernel stores its tiles transposed)."""
+        tw, c, m = int(spec["tw"]), int(spec["c_in"]), int(spec["m"])
+        mr, nr = int(spec["mr"]), int(spec["nr"])
+        return {
+            "name": f"{spec.get('name', 'einc_winograd')}.gemm", "kind": "gemm", "vars": {"x": 4, "y": 4, "t": tw, "c": c, "m": m},
+            "batch": ["x", "y"], "m": ["t"], "n": ["m"], "k": ["c"],
+            "a": {"coef": {"x": 4 * c * tw, "y": c * tw, "c": tw, "t": 1}, "const": 0, "input": 0, "packed": True},
+            "b": {"coef": {"x": 4 * m * c, "y": m * c, "m": c, "c": 1}, "const": 0, "input": 1, "packed": bool(spec.get("packed", True))},
+            "c": {"coef": {"x": 4 * m * tw, "y": m * tw, "m": tw, "t": 1}, "const": 0},
+            "tiles": {"mr": mr, "nr": nr, "kc": 1024, "mc": -(-tw // mr) * mr, "nc": -(-m // nr) * nr},
+            "lanes": int(spec.get("lanes", 16)), "threads": 1,
+        }
+
+    @property
+    def units(self) -> int:
+        return self.th
+
+    def pack(self, which: str, flat: np.ndarray) -> np.ndarray:
+        return self.gemm.pack(which, flat)
+
+    def emit(self, module: ir.Module) -> None:
+        extra = len(self.out.extra)
+        body = define_entry(module, self.name, self.n_inputs + extra, self.units, not self.serial)
+        parts = {}
+        for key, plan, emitter in (("in", self.into, _RowInputBody), ("gemm", self.gemm, _Body), ("out", self.out, _RowOutputBody)):
+            fn = ir.Function(module, BODY, f"{self.name}.{key}")
+            fn.linkage = "internal"
+            emitter(plan, fn, module).emit()  # type: ignore[arg-type]
+            parts[key] = fn
+        b = ir.IRBuilder(body.append_basic_block("entry"))
+        argv, row = body.args
+
+        def arg(i: int) -> ir.Value:
+            return b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR)
+
+        def scratch(floats: int) -> ir.Value:
+            buf = b.alloca(ir.ArrayType(F32, floats))
+            buf.align = 64
+            buf.type = PTR  # an opaque pointer (llvmlite types allocas as typed pointers)
+            return buf
+
+        def call(fn: ir.Function, ptrs: list[ir.Value], unit: ir.Value) -> None:
+            array = b.alloca(ir.ArrayType(PTR, len(ptrs)))
+            array.type = PTR
+            for i, ptr in enumerate(ptrs):
+                b.store(ptr, b.gep(array, [_c(i)], source_etype=PTR))
+            b.call(fn, [array, unit])
+
+        image, weight, out = arg(0), arg(1), arg(2)
+        extras = [arg(3 + i) for i in range(extra)]
+        a = scratch(16 * self.panels * self.kp * self.mr)
+        c = scratch(16 * self.m * self.tw)
+        call(parts["in"], [image, a], row)
+        for unit in range(self.gemm.units):
+            call(parts["gemm"], [a, weight, c], _c(unit))
+        call(parts["out"], [c, out, *extras], row)
+        b.ret_void()
+
+
+class _RowInputBody(_InputBody):
+    """Row `unit` of tiles, every channel, into the packed scratch [x, y][panel][Kp][MR] (K
+    padding zero: the GEMM reads all of Kp)."""
+
+    def emit(self) -> None:
+        p, b = self.p, self.b
+        argv, t = self.fn.args
+        self.ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR) for i in range(2)]
+        self.panels = -(-p.tw // p.mr)
+
+        def channel(c: ir.Value) -> None:
+            self.begin(c)
+            for q in range(self.panels):
+                self.tiles(c, t, _c(q * p.mr), min(p.mr, p.tw - q * p.mr))
+
+        self.loop(_c(0), _c(p.channels), 1, channel, "wc")
+        zero, mask = self.v.const(0.0), self.mask(p.mr)
+        for xy in range(16):
+            for q in range(self.panels):
+                for c in range(p.channels, p.kp):
+                    self.vstore(zero, self.fptr(self.ptrs[1], _c(((xy * self.panels + q) * p.kp + c) * p.mr)), mask)
+        b.ret_void()
+
+    def tile_offset(self, plane: ir.Value, x: int, y: int, t: ir.Value, u0: ir.Value) -> ir.Value:
+        p, b = self.p, self.b
+        first = b.add(_c((x * 4 + y) * self.panels), b.udiv(u0, _c(p.mr)))
+        return b.mul(b.add(b.mul(first, _c(p.kp)), plane), _c(p.mr))
+
+
+class _RowOutputBody(_OutputBody):
+    """Row `unit` of tiles, every output channel, from the GEMMs' scratch [x, y][M][row]."""
+
+    def emit(self) -> None:
+        p, b = self.p, self.b
+        argv, t = self.fn.args
+        self.ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR) for i in range(2 + len(p.extra))]
+        full = p.tw // p.lanes * p.lanes
+
+        def plane(m: ir.Value) -> None:
+            self.begin(m)
+            if full:
+                self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(m, t, q, p.lanes), "wq")
+            if p.tw > full:
+                self.tiles(m, t, _c(full), p.tw - full)
+
+        self.loop(_c(0), _c(p.planes), 1, plane, "wm")
+        b.ret_void()
+
+    def tile_offset(self, plane: ir.Value, x: int, y: int, t: ir.Value, u0: ir.Value) -> ir.Value:
+        p, b = self.p, self.b
+        return b.add(b.mul(b.add(_c((x * 4 + y) * p.planes), plane), _c(p.tw)), u0)
