@@ -156,17 +156,18 @@ def epilogue_chain(con: EinsumOp) -> tuple[list[EinsumOp], str]:
     return chain[:best], stop
 
 
-def make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[SSAValue] | None = None) -> GroupOp:
-    """Wrap `ops` (in order) into an isolated group placed where the last one was.
+def make_group(kind: str, ops: Sequence[Operation], why: str, outputs: Sequence[SSAValue] | None = None) -> GroupOp:
+    """Wrap `ops` (in order; einsums, or any op of one result) into an isolated group placed where
+    the last one was.
 
     `outputs` are the values read outside (by default the last op's result);
     every reader of them must come after the last op.
     """
-    inside = {op.output for op in ops}
-    escaping = list(outputs) if outputs is not None else [ops[-1].output]
+    inside = {op.results[0] for op in ops}
+    escaping = list(outputs) if outputs is not None else [ops[-1].results[0]]
     inputs: list[SSAValue] = []
     for op in ops:
-        for v in op.inputs:
+        for v in op.operands:
             if v not in inside and v not in inputs:
                 inputs.append(v)
     last = ops[-1]
@@ -176,10 +177,10 @@ def make_group(kind: str, ops: Sequence[EinsumOp], why: str, outputs: Sequence[S
         arg.name_hint = v.name_hint
     for op in ops:
         clone = op.clone()
-        for i, v in enumerate(op.inputs):
+        for i, v in enumerate(op.operands):
             clone.operands[i] = mapping[v]
-        mapping[op.output] = clone.output
-        clone.output.name_hint = op.output.name_hint
+        mapping[op.results[0]] = clone.results[0]
+        clone.results[0].name_hint = op.results[0].name_hint
         block.add_op(clone)
     block.add_op(YieldOp([mapping[v] for v in escaping]))
     group = GroupOp(inputs, [v.type for v in escaping], kind, Region(block))

@@ -39,7 +39,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, UnitAttr, f3
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 
-from einc.ir.ein import ConstantOp, EinsumOp, GroupOp, ReshapeOp, WeightOp
+from einc.ir.ein import ConstantOp, EinsumOp, GroupOp, PadOp, ReshapeOp, WeightOp
 from einc.ir.indexexpr import IndexExpr
 from einc.passes.fold_weights import new_symbol, weight_table
 from einc.passes.fuse import make_group
@@ -59,6 +59,8 @@ FUSED = True
 """Module switch for A/B measurements of the fused form (`fused`)."""
 FUSED_MIN_ROWS = 8
 """Fewest rows of tiles for the fused form: its units are rows, a few for each core."""
+ABSORB_PAD = True
+"""Module switch for A/B measurements: the fused group reads the unpadded image (`_absorbed_pad`)."""
 FUSED_SCRATCH = 256 << 10
 """Most bytes of one row's transformed image and GEMM result (16 x row x (C + M) floats): they
 stay in a core's L2 (1 MiB) beside the transformed weight."""
@@ -148,6 +150,19 @@ def fused(conv: _Conv) -> bool:
     return FUSED and N == 1 and OH // 2 >= FUSED_MIN_ROWS and 16 * (OW // 2) * (C + M) * 4 <= FUSED_SCRATCH
 
 
+def _absorbed_pad(conv: _Conv) -> PadOp | None:
+    """The zero pad of one pixel on each side that gives the fused group its image, if the group
+    is its only reader: the group then takes the pad, and its kernel reads the unpadded image
+    with the border masked (no copy of every activation into a padded buffer)."""
+    pad = conv.image.owner
+    if not ABSORB_PAD or not isinstance(pad, PadOp) or len(list(conv.image.uses)) != 1:
+        return None
+    low, high, interior = pad.amounts
+    if pad.mode.data != "constant" or pad.value.value.data != 0.0 or list(low) != [0, 0, 1, 1] or list(high) != [0, 0, 1, 1] or any(interior):
+        return None
+    return pad
+
+
 def _tensor(shape: tuple[int, ...]) -> TensorType:
     return TensorType(f32, shape)
 
@@ -184,8 +199,9 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray] | None) -> None:
     new += [_constant(BT), _constant(AT)]
     w_u, bt, at = (op.results[0] for op in new)
 
-    v6 = _einsum([bt, bt, conv.image], ["x,a", "y,b", "n,c,2*t+a,2*u+b"], "x,y,n,c,t,u", (4, 4, N, C, TH, TW), True)
     one_group = fused(conv)
+    pad = _absorbed_pad(conv) if one_group else None  # before the transform adds a reader
+    v6 = _einsum([bt, bt, conv.image], ["x,a", "y,b", "n,c,2*t+a,2*u+b"], "x,y,n,c,t,u", (4, 4, N, C, TH, TW), True)
     if one_group:  # the GEMM indexes the 6-D transforms directly: no reshape inside the group
         gemm = _einsum([w_u, v6.output], ["x,y,m,c", "x,y,n,c,t,u"], "x,y,n,m,t,u", (4, 4, N, M, TH, TW), True)
         y6 = _einsum([at, at, gemm.output], ["i,x", "j,y", "x,y,n,m,t,u"], "n,m,t,i,u,j", (N, M, TH, 2, TW, 2), True)
@@ -226,13 +242,7 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray] | None) -> None:
     y = ReshapeOp((steps or [y6])[-1].output, _tensor((N, M, OH, OW)))
     block.insert_ops_before([*new, *steps, y], group)
 
-    if one_group:
-        make_group(
-            "winograd", [v6, gemm, y6, *steps],
-            f"a {C} -> {M} 3x3 convolution at {OH}x{OW} in Winograd F(2x2, 3x3) form, one row of {TW} tiles at a "
-            f"time (input transform, 16 GEMMs, output transform with {len(epilogue)} epilogue op(s))",
-        )
-    else:
+    if not one_group:
         make_group("winograd-input", [v6], f"Winograd F(2x2, 3x3) input transform of a {C} -> {M} 3x3 convolution at {OH}x{OW}")
         gemm_group = make_group(
             "contraction", [gemm],
@@ -247,6 +257,13 @@ def rewrite(conv: _Conv, table: dict[str, np.ndarray] | None) -> None:
     group.outputs[0].replace_all_uses_with(y.result)
     group.detach()
     group.erase()
+    if one_group:  # after the convolution group is gone: the pad then has the transform as its one reader
+        make_group(
+            "winograd", [*([pad] if pad else []), v6, gemm, y6, *steps],
+            f"a {C} -> {M} 3x3 convolution at {OH}x{OW} in Winograd F(2x2, 3x3) form, one row of {TW} tiles at a "
+            f"time (input transform, 16 GEMMs, output transform with {len(epilogue)} epilogue op(s))"
+            + (", the image's zero pad read as a mask" if pad else ""),
+        )
     owner = conv.weight_value.owner
     if isinstance(owner, (WeightOp, ConstantOp)) and not owner.results[0].uses:
         owner.detach()

@@ -109,7 +109,7 @@ def test_fused_kernel_plans_rows_of_tiles(case, mr, nr, monkeypatch):
     specs = _kernel_specs(model)
     assert list(specs) == ["winograd_fused"]
     spec = specs["winograd_fused"]
-    assert (spec["mr"], spec["nr"]) == (mr, nr) and spec["packed"]
+    assert (spec["mr"], spec["nr"]) == (mr, nr) and spec["packed"] and spec["unpadded"] == 1
     plan = WinogradFusedPlan(spec)
     assert plan.units == h // 2 and plan.gemm.a.packed and plan.gemm.b.packed and plan.gemm.c_transposed
     assert 16 * (w // 2) * (cin + cout) * 4 <= winograd.FUSED_SCRATCH
@@ -206,4 +206,21 @@ def test_fused_kernel_packs_a_shared_weight_at_run_time(monkeypatch):
     monkeypatch.setattr(calls, "_weight_only_here", lambda *args: None)
     model, feeds = _conv_model(1, 18, 20, 16, 16, residual=True)
     assert _kernel_specs(model)["winograd_fused"]["packed"] is False
+    _check(model, feeds)
+
+
+@pytest.mark.parametrize("absorb", [True, False], ids=["pad-absorbed", "padded-image"])
+def test_fused_group_takes_the_zero_pad(absorb, monkeypatch):
+    """The fused group takes the convolution's zero pad (its only reader) and its kernel reads the
+    unpadded image with the border masked; with ABSORB_PAD off it reads the padded image. Large
+    border values check that no masked lane is read: a wrong mask shows at once."""
+    monkeypatch.setattr(winograd, "ABSORB_PAD", absorb)
+    model, feeds = _conv_model(1, 16, 24, 20, 30, residual=True)  # 15 tiles a row: one vector, masked
+    feeds["x"][:, :, [0, -1], :] = 1e3
+    feeds["x"][:, :, :, [0, -1]] = -1e3
+    (group,) = _groups(model)
+    first = next(iter(group.body.block.ops))
+    assert group.kind.data == "winograd" and (first.name == "ein.pad") == absorb
+    assert ("zero pad read as a mask" in group.attributes["einc.why"].data) == absorb
+    assert _kernel_specs(model)["winograd_fused"]["unpadded"] == int(absorb)
     _check(model, feeds)

@@ -37,7 +37,7 @@ from einc.backends.llvm.ukernels.gemm import PTR, GemmPlan, _Body, _c, _pattern,
 from einc.backends.llvm.ukernels.pool import BODY, define_entry, thread_count
 from einc.backends.llvm.ukernels.vector import F32, I32
 from einc.ir import mapexpr
-from einc.ir.ein import EinsumOp, GroupOp
+from einc.ir.ein import EinsumOp, GroupOp, PadOp
 from einc.ir.indexexpr import IndexExpr, flat_offset
 
 if TYPE_CHECKING:
@@ -156,6 +156,8 @@ class _Plan:
         self.mr = int(spec.get("mr", 0))
         """Tiles per panel of the packed layout the input transform writes; 0: the plain layout."""
         self.kp, self.channels = int(spec.get("kp", 0)), int(spec.get("channels", 0))
+        self.unpadded = bool(spec.get("unpadded", 0))
+        """The image is not padded (the fused kernel's absorbed pad): reads are masked to it."""
         self.rows_per_unit, self.row_blocks = _split(self.planes, self.th, 1 if self.serial else threads)
         if self.mr:  # packed: units are panels (x a block of channels), written channel after channel
             self.panels = self.th * self.tw // self.mr
@@ -344,10 +346,12 @@ FUSED_TILES = [(14, 32), (8, 48), (7, 48), (6, 64)]
 the one with least padded work (the pixels-as-rows tiles of `calls.PIXEL_TILES`)."""
 
 
-def _fused_parts(group: GroupOp) -> tuple[EinsumOp, EinsumOp, list[EinsumOp]] | None:
-    """A "winograd" group's input transform, GEMM and output chain (transform + epilogue)."""
-    ops = _ops(group)
-    if ops is None or len(ops) < 3:
+def _fused_parts(group: GroupOp) -> tuple[PadOp | None, EinsumOp, EinsumOp, list[EinsumOp]] | None:
+    """A "winograd" group's absorbed pad (if any), input transform, GEMM and output chain
+    (transform + epilogue)."""
+    ops = [op for op in group.body.block.ops if op.name != "ein.yield"]
+    pad = ops.pop(0) if ops and isinstance(ops[0], PadOp) else None
+    if len(ops) < 3 or not all(isinstance(op, EinsumOp) for op in ops) or group.yielded[0] is not ops[-1].results[0]:
         return None
     into, gemm, chain = ops[0], ops[1], ops[2:]
     if (
@@ -356,7 +360,12 @@ def _fused_parts(group: GroupOp) -> tuple[EinsumOp, EinsumOp, list[EinsumOp]] | 
         or chain[0].inputs[2] is not gemm.output
     ):
         return None
-    return into, gemm, chain
+    if pad is not None and (
+        into.inputs[2] is not pad.result or pad.mode.data != "constant" or pad.value.value.data != 0.0
+        or pad.amounts != ([0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0])
+    ):
+        return None
+    return pad, into, gemm, chain  # type: ignore[return-value]
 
 
 class WinogradCall:
@@ -368,19 +377,20 @@ class WinogradCall:
         parts = _fused_parts(group)
         if parts is None:
             return None
-        into, gemm, chain = parts
+        pad, into, gemm, chain = parts
         args = list(group.body.block.args)
         out = _output_spec(chain, args, [_shape(v) for v in group.inputs])
         _, _, n, c, th, tw = _shape(into.output)
         m = _shape(gemm.output)[3]
-        if out is None or n != 1 or into.inputs[2] not in args or gemm.inputs[0] not in args:
+        image = into.inputs[2] if pad is None else pad.source
+        if out is None or n != 1 or image not in args or gemm.inputs[0] not in args:
             return None
-        if _shape(into.inputs[2]) != (n, c, 2 * th + 2, 2 * tw + 2):
+        if _shape(image) != (n, c, 2 * th + 2 * (pad is None), 2 * tw + 2 * (pad is None)):
             return None
         mr, nr = min(FUSED_TILES, key=lambda t: (-(-tw // t[0]) * t[0] * -(-m // t[1]) * t[1]))
         return out | {
-            "kind": "winograd_fused", "c_in": c, "m": m, "mr": mr, "nr": nr,
-            "image": args.index(into.inputs[2]), "weight": args.index(gemm.inputs[0]),
+            "kind": "winograd_fused", "c_in": c, "m": m, "mr": mr, "nr": nr, "unpadded": int(pad is not None),
+            "image": args.index(image), "weight": args.index(gemm.inputs[0]),
         }
 
     @staticmethod
@@ -423,7 +433,9 @@ class WinogradFusedPlan:
         self.gemm = GemmPlan(self.gemm_spec(spec))
         self.kp, self.panels = self.gemm.kp, -(-self.tw // self.mr)
         base = {"lanes": int(spec.get("lanes", 16)), "th": self.th, "tw": self.tw, "threads": 1}
-        self.into = WinogradInputPlan(base | {"name": f"{self.name}.in", "planes": self.c, "mr": self.mr, "kp": self.kp, "channels": self.c})
+        self.into = WinogradInputPlan(
+            base | {"name": f"{self.name}.in", "planes": self.c, "mr": self.mr, "kp": self.kp, "channels": self.c, "unpadded": spec.get("unpadded", 0)}
+        )
         self.out = WinogradOutputPlan({k: v for k, v in spec.items() if k in ("vars", "c", "epilogue", "planes")} | base | {"name": f"{self.name}.out"})
         self.serial = int(spec.get("threads", 1)) == 1
 
@@ -512,6 +524,45 @@ class _RowInputBody(_InputBody):
                 for c in range(p.channels, p.kp):
                     self.vstore(zero, self.fptr(self.ptrs[1], _c(((xy * self.panels + q) * p.kp + c) * p.mr)), mask)
         b.ret_void()
+
+    def begin(self, plane: ir.Value) -> None:
+        p = self.p
+        self.src = self.b.mul(plane, _c((2 * p.th + 2 * (not p.unpadded)) * (2 * p.tw + 2 * (not p.unpadded))))
+
+    def tiles(self, plane: ir.Value, t: ir.Value, u0: ir.Value, count: int) -> None:
+        """With the pad absorbed, window row a of tile row t is image row 2t + a - 1 and the
+        window columns start at 2u0 - 1: loads masked to the image (AVX-512 and LLVM's masked
+        loads touch no masked lane), a row outside it all zero."""
+        if not self.p.unpadded:
+            super().tiles(plane, t, u0, count)
+            return
+        p, b, lanes = self.p, self.b, self.p.lanes
+        image, out = self.ptrs
+        width, height = 2 * p.tw, 2 * p.th
+        first = int(u0.constant) * 2 - 1  # type: ignore[attr-defined]
+        iota = list(range(lanes))
+        rows = []
+        for a in range(4):
+            r = b.sub(b.add(b.mul(t, _c(2)), _c(a)), _c(1))
+            inside = b.and_(b.icmp_signed(">=", r, _c(0)), b.icmp_signed("<", r, _c(height)))
+            base = b.add(self.src, b.mul(b.select(inside, r, _c(0)), _c(width)))
+            loads = []
+            for shift, needed in ((0, 2 * count + 2), (2, 2 * count)):
+                halves = []
+                for half in range(2 if needed > lanes else 1):
+                    col = first + shift + half * lanes
+                    keep = [0 <= col + i < width and half * lanes + i < needed for i in iota]
+                    mask = b.select(inside, ir.Constant(ir.VectorType(ir.IntType(1), lanes), keep), ir.Constant(ir.VectorType(ir.IntType(1), lanes), [False] * lanes))
+                    ptr = b.gep(image, [b.add(base, _c(col))], source_etype=F32)  # may point one before a row: only masked lanes
+                    halves.append(self.vload(ptr, mask))
+                if len(halves) == 1:
+                    halves.append(self.v.const(0.0))
+                loads.extend(_even_odd(b, halves[0], halves[1], lanes))
+            rows.append(_bt(b, loads))
+        mask = self.mask(count)
+        for y in range(4):
+            for x, value in enumerate(_bt(b, [rows[a][y] for a in range(4)])):
+                self.vstore(value, self.fptr(out, self.tile_offset(plane, x, y, t, u0)), mask)
 
     def tile_offset(self, plane: ir.Value, x: int, y: int, t: ir.Value, u0: ir.Value) -> ir.Value:
         p, b = self.p, self.b
