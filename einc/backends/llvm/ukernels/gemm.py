@@ -60,12 +60,15 @@ SMALL_C = 512 * 1024
 """Bytes of C that stay in L2 across K blocks: then KC is not capped above LARGE_M rows, since
 each K block re-reads and re-writes C (ResNet's 3x3 conv with 512 channels at 7x7, C 100 KB,
 1 thread: 18 K blocks of 256 -> 5 of 1024 was 7-13% faster in 5 runs at load 3-4)."""
-PREFETCH_BYTES = 4 << 20
+PREFETCH_BYTES = 1 << 20
 PREFETCH = True
-"""Prepacked B (weights) beyond this size comes from DRAM, not cache: while the tiles of a block
-reuse one panel from L2, they prefetch the next panel's rows, so the first tile of the next panel
-does not wait for memory (ResNet-18's 512-channel layers stream 9.4 MB of weights each: the model
-7.87 -> 7.73 ms, medians of 8 rounds with both builds in one process, taken twice)."""
+"""Prepacked B (weights) beyond this size does not stay in L2 (1 MiB): it comes from L3, or from
+DRAM where other processes share the L3. While the tiles of a block reuse one panel from L2, they
+prefetch the next panel's rows, so the first tile of the next panel does not wait for memory
+(ResNet-18's 512-channel layers stream 9.4 MB of weights each: the model 7.87 -> 7.73 ms, medians
+of 8 rounds with both builds in one process, taken twice). From 1 MiB, not 4 MiB: the MLP's
+3.2 and 4 MB weights with the L3 flushed before each run 1.414 -> 0.924 ms (onnxruntime 1.215),
+warm 0.668 -> 0.632 ms; ResNet-18 and MiniLM unchanged."""
 TABLE_A = True
 """Module switch for A/B measurements of `GemmPlan._row_step` (2 threads, interleaved rounds: the stem
 7x7/2 3->64 at 224 0.754 -> 0.679 ms, 3x3/2 64->128 at 56 0.344 -> 0.310, 3x3 512->512 at 7x7
