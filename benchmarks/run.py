@@ -1,6 +1,6 @@
 """The benchmark suite: einc beside onnxruntime (and numpy for sgemm), in one run.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/run.py [--quick] [NAME ...]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/run.py [--quick] [--cold] [NAME ...]
 
 (the two variables pin older OpenBLAS kernels on this host and slow numpy's
 sgemm: unset them in this command only.) Each model is compiled (cold, then
@@ -8,7 +8,9 @@ from the cache), checked against onnxruntime and timed with `einc.tools.bench`
 (median of interleaved runs after warm-up, all cores for both). Models whose
 packages or ops are missing are skipped with the reason. Writes
 benchmarks/results/cpu.json, cpu.md (the table for docs/performance.md) and
-cpu-ratios.png.
+cpu-ratios.png; with --cold (the caches filled with other data before each timed
+run, for every engine: weights from DRAM) cpu-cold.json, cpu-cold.md and
+cpu-cold-ratios.png.
 """
 
 from __future__ import annotations
@@ -218,7 +220,9 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="substrings of suite names to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the runs")
     parser.add_argument("--out", default=str(HERE / "results"), help="where results go")
+    parser.add_argument("--cold", action="store_true", help="caches filled with other data before each timed run (cpu-cold.*)")
     args = parser.parse_args()
+    stem = "cpu-cold" if args.cold else "cpu"
     out = Path(args.out)
     results: dict[str, Any] = {}
     print(machine())
@@ -240,7 +244,7 @@ def main() -> int:
                 feeds = extra_feeds
             runs = max(10, RUNS.get(name, 100) // (10 if args.quick else 1))
             try:
-                results[name] = bench(path, shapes, feeds, extra=extra, runs=runs, warmup=max(2, runs // 10))
+                results[name] = bench(path, shapes, feeds, extra=extra, runs=runs, warmup=max(2, runs // 10), cold=args.cold)
             except Exception as err:
                 results[name] = {"skipped": f"einc: {type(err).__name__}: {str(err).splitlines()[0][:120]}"}
                 traceback.print_exc(limit=2)
@@ -248,10 +252,10 @@ def main() -> int:
             print(f"{name}: {r.get('skipped') or ', '.join(f'{k} {v * 1e3:.3f} ms' for k, v in r['median_s'].items())}"
                   + (f", ratio {r['ratio']:.2f}" if "ratio" in r else ""), flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=1) + "\n")
-    (out / "cpu.md").write_text(table(results))
+    (out / f"{stem}.json").write_text(json.dumps({"machine": machine(), "cold": args.cold, "results": results}, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(table(results))
     try:
-        plot(results, out / "cpu-ratios.png")
+        plot(results, out / f"{stem}-ratios.png")
     except ImportError:
         print("matplotlib is missing (pip install -e '.[bench]'): no plot")
     print(table(results))

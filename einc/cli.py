@@ -113,7 +113,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     against = [] if args.against == "none" else [args.against]
     feeds = _load_feeds(args.input)
     shapes = {name: list(value.shape) for name, value in feeds.items()} | (_input_shapes(args.input_shape) or {})
-    result = bench(args.model, shapes or None, feeds=feeds, against=against, runs=args.runs)
+    result = bench(args.model, shapes or None, feeds=feeds, against=against, runs=args.runs, cold=args.cold)
     print(render(args.model, result), end="")
     return 0
 
@@ -178,6 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="NAME=DxD...", help="as for compile")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="a value for an input (others are random)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per engine (default 100)")
+    p.add_argument("--cold", action="store_true", help="fill the caches with other data before each timed run (weights from DRAM)")
     p.set_defaults(handler=_cmd_bench)
 
     sub.add_parser("opt", help="run passes over MLIR text (xdsl-opt with einc's dialects)", add_help=False)

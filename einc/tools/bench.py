@@ -49,15 +49,27 @@ einc's sgemm 1024 measured 7.02 and 5.78 ms in two benches, after 0.3 s 5.28 and
 5.55 ms (2026-12-07)."""
 JOIN = 5.0
 """Seconds an engine's process gets to exit after being asked before it is terminated."""
+EVICT_BYTES = 128 << 20
+"""Bytes read before each timed run with `cold`: four times a 32 MB L3, so the weights come
+from DRAM, as in a process whose other work (or another process on the host) took the cache."""
 
 
-def _timed(fn: Callable[[], Any]) -> Callable[[int], list[float]]:
-    """`n -> n times of fn()`, after one untimed call that wakes the engine's threads."""
+def _evict(buffer: np.ndarray) -> None:
+    """Read `buffer` through: the caches then hold it instead of the model's data."""
+    float(buffer.sum())
+
+
+def _timed(fn: Callable[[], Any], cold: bool = False) -> Callable[[int], list[float]]:
+    """`n -> n times of fn()`, after one untimed call that wakes the engine's threads;
+    with `cold`, the caches are filled with other data before each timed call."""
+    buffer = np.ones(EVICT_BYTES // 4, dtype=np.float32) if cold else None
 
     def times(n: int) -> list[float]:
         fn()
         out = []
         for _ in range(n):
+            if buffer is not None:
+                _evict(buffer)
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
@@ -85,7 +97,7 @@ def _peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _serve(conn: Connection, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int) -> None:
+def _serve(conn: Connection, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int, cold: bool = False) -> None:
     """An engine's process: build it, warm it up, send its pid, then answer `n` with
     (n times, peak RSS in MiB) until `None`.
 
@@ -97,13 +109,13 @@ def _serve(conn: Connection, name: str, source: str, feeds: dict[str, np.ndarray
             import einc
 
             compiled = einc.load(source)
-            times = _timed(lambda: compiled.run(feeds))
+            times = _timed(lambda: compiled.run(feeds), cold)
         else:
             import onnxruntime as ort
 
             ort.set_default_logger_severity(4)
             session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-            times = _timed(lambda: session.run(None, feeds))
+            times = _timed(lambda: session.run(None, feeds), cold)
         times(warmup)
         conn.send((True, os.getpid()))
         while (n := conn.recv()) is not None:
@@ -122,11 +134,11 @@ class _Engine:
     their threads. Use as a context manager so the process always goes.
     """
 
-    def __init__(self, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int):
+    def __init__(self, name: str, source: str, feeds: dict[str, np.ndarray], warmup: int, cold: bool = False):
         self.name = name
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, name, source, feeds, warmup), daemon=True, name=f"einc-bench-{name}")
+        self.process = context.Process(target=_serve, args=(child, name, source, feeds, warmup, cold), daemon=True, name=f"einc-bench-{name}")
         self.process.start()
         child.close()  # ours closed: recv() sees EOF when the child dies
         self.peak_rss_mib = 0.0
@@ -230,8 +242,10 @@ def bench(
     extra: dict[str, Callable[[], Any]] | None = None,
     runs: int = 100,
     warmup: int = 10,
+    cold: bool = False,
 ) -> dict[str, Any]:
-    """Measure one model; `extra` adds engines (e.g. numpy) timed in the same rounds, in this process."""
+    """Measure one model; `extra` adds engines (e.g. numpy) timed in the same rounds, in this process.
+    With `cold` every engine reads EVICT_BYTES before each timed run (weights from DRAM)."""
     import onnx
     import onnxruntime as ort
 
@@ -284,12 +298,12 @@ def bench(
             source = os.path.join(tmp, "model.onnx")
             onnx.save(proto, source)
         with contextlib.ExitStack() as stack:
-            einc_engine = stack.enter_context(_Engine("einc", artifact, feeds, warmup))
+            einc_engine = stack.enter_context(_Engine("einc", artifact, feeds, warmup, cold))
             engines: dict[str, Callable[[int], list[float]]] = {"einc": einc_engine}
             if "onnxruntime" in against:
-                engines["onnxruntime"] = stack.enter_context(_Engine("onnxruntime", source, feeds, warmup))
+                engines["onnxruntime"] = stack.enter_context(_Engine("onnxruntime", source, feeds, warmup, cold))
             for name, fn in (extra or {}).items():
-                engines[name] = _timed(fn)
+                engines[name] = _timed(fn, cold)
                 engines[name](warmup)
             result["median_s"] = _median_interleaved(engines, runs)
             result["peak_rss_mib"] = einc_engine.peak_rss_mib  # einc's process alone: this one also held onnxruntime

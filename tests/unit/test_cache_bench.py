@@ -108,3 +108,22 @@ def test_a_broken_engine_is_one_clear_error(tmp_path):
     """What fails in an engine's process comes back as one line, not the child's traceback."""
     with pytest.raises(EincError, match="^einc failed in its benchmark process: .*missing: not an einc artifact"):
         _Engine("einc", str(tmp_path / "missing"), {}, warmup=1)
+
+
+def test_cold_runs_fill_the_caches_before_each_timed_call(monkeypatch, rng):
+    """With `cold`, every timed call follows a read of EVICT_BYTES (here 1 MiB); the untimed first
+    call does not; without it nothing is read. `bench(cold=True)` passes it to both engines."""
+    from einc.tools import bench as bench_module
+
+    order: list[str] = []
+    monkeypatch.setattr(bench_module, "EVICT_BYTES", 1 << 20)
+    monkeypatch.setattr(bench_module, "_evict", lambda buffer: order.append(f"evict {buffer.nbytes}"))
+    assert len(bench_module._timed(lambda: order.append("run"), cold=True)(3)) == 3
+    assert order == ["run"] + [f"evict {1 << 20}", "run"] * 3
+    order.clear()
+    bench_module._timed(lambda: order.append("run"))(2)
+    assert order == ["run"] * 3
+    model, feeds = _matmul(rng, 40, 32, 48)
+    result = bench(model, feeds=feeds, extra={"here": lambda: None}, runs=10, warmup=2, cold=True)
+    assert set(result["median_s"]) == {"einc", "onnxruntime", "here"} and result["max_rel_diff"] < 1e-5
+    assert any(o.startswith("evict") for o in order)  # the in-process engine evicted here too
