@@ -91,9 +91,29 @@ def _groups(module: ModuleOp) -> list[dict[str, Any]]:
                     "maps": [e.map.data + (f" reduce {e.reduce_op}" if e.reduce_op else "") for e in op.body.block.ops if isinstance(e, EinsumOp)],
                     "why": op.attributes["einc.why"].data if "einc.why" in op.attributes else "",  # type: ignore[attr-defined]
                     "tile": {k: v.value.data for k, v in tile.data.items()} if tile is not None else {},  # type: ignore[attr-defined]
+                    "cpu_kernel": _cpu_kernel(op),
                 }
             )
     return found
+
+
+def _cpu_kernel(group: Any) -> dict[str, Any]:
+    """The CPU kernel the group becomes and its register tile (MR x NR), as the backend will choose
+    them: the kernel may take another tile than the tile pass's (pixels as rows, 7 x 48 on 7x7
+    maps). Empty where the group has no kernel of its own (lowered as loops)."""
+    from einc.backends.llvm.ukernels.calls import ContractionCall, kernel_spec
+    from einc.backends.llvm.ukernels.winograd import WinogradCall
+
+    kind = group.kind.data
+    if kind == "contraction" and ContractionCall.accepts(group):
+        spec = kernel_spec(group)
+        if spec is not None:
+            return {"kind": spec.get("kind", "gemm"), "mr": spec["tiles"]["mr"], "nr": spec["tiles"]["nr"]}
+    elif kind == "winograd":
+        spec = WinogradCall.spec(group)
+        if spec is not None:
+            return {"kind": "winograd_fused", "mr": spec["mr"], "nr": spec["nr"]}
+    return {}
 
 
 def _render(title: str, found: list[dict[str, Any]]) -> list[str]:
@@ -121,6 +141,11 @@ def explain(model: str | os.PathLike[str] | onnx.ModelProto, input_shapes: dict[
     lines += ["", f"fused groups (fuse, winograd, tile): {len(data['groups'])}"]
     for n, g in enumerate(data["groups"], 1):
         tile = " ".join(f"{k}={v}" for k, v in g["tile"].items())
+        kernel = g["cpu_kernel"]
+        if kernel and kernel["kind"] != "depthwise":
+            tile += f"{'; ' if tile else ''}cpu kernel: {kernel['kind']}, register tile {kernel['mr']} x {kernel['nr']}"
+        elif kernel:
+            tile += f"{'; ' if tile else ''}cpu kernel: depthwise"
         lines.append(f"  {n}. {g['kind']} -> {g['output']}: {'; '.join(g['maps'])}" + (f"  [{tile}]" if tile else ""))
         lines.append(f"     why: {g['why']}")
     return "\n".join(lines) + "\n"

@@ -239,6 +239,8 @@ def test_explain_lists_the_groups_and_why(tmp_path):
     assert "fused groups (fuse, winograd, tile): 1" in text and "max($0, 0.0)" in text and "why: contraction with 3" in text
     (group,) = json.loads(explain(model, as_json=True))["groups"]
     assert group["kind"] == "contraction" and group["tile"]["mr"] > 0 and group["maps"][0] == "$0 * $1 reduce add"
+    kernel = group["cpu_kernel"]  # the register tile the CPU kernel takes, which may differ from the tile pass's
+    assert kernel["kind"] == "gemm" and f"cpu kernel: gemm, register tile {kernel['mr']} x {kernel['nr']}" in text
 
 
 @pytest.mark.parametrize(("op", "kind"), [("MaxPool", "window"), ("AveragePool", None)])

@@ -21,6 +21,7 @@ from einc.frontend.onnx import import_model
 from einc.ir.ein import GroupOp
 from einc.passes import Pipeline
 from einc.passes import lower_ein_to_loops as loops
+from einc.tools.explain import explain
 from tests.conftest import ort_run
 
 RTOL, ATOL = 1e-4, 1e-4
@@ -110,6 +111,7 @@ def test_fused_kernel_plans_rows_of_tiles(case, mr, nr, monkeypatch):
     assert list(specs) == ["winograd_fused"]
     spec = specs["winograd_fused"]
     assert (spec["mr"], spec["nr"]) == (mr, nr) and spec["packed"] and spec["unpadded"] == 1
+    assert f"cpu kernel: winograd_fused, register tile {mr} x {nr}" in explain(model)
     plan = WinogradFusedPlan(spec)
     assert plan.units == h // 2 and plan.gemm.a.packed and plan.gemm.b.packed and plan.gemm.c_transposed
     assert 16 * (w // 2) * (cin + cout) * 4 <= winograd.FUSED_SCRATCH
