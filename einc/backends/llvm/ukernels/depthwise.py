@@ -25,7 +25,6 @@ from llvmlite import ir
 
 from einc.backends.llvm.ukernels.declare import call_kernel
 from einc.backends.llvm.ukernels.gemm import (
-    SERIAL_FLOPS,
     GemmPlan,
     _Body,
     _c,
@@ -48,7 +47,7 @@ MAX_STEP = 4
 SERIAL_TAPS = 250_000
 """Tap operations (multiply-add, or add and max) below which the kernel runs on the calling thread.
 A tap here costs far more than a GEMM's multiply-add (loads and shuffles per vector), so this is
-lower than the GEMM's SERIAL_FLOPS / 2 it was: PP-OCRv4 det 0.716 -> 0.688 and 0.711 -> 0.701 of
+lower than the 2M (the GEMM's SERIAL_FLOPS / 2 of then) it was: PP-OCRv4 det 0.716 -> 0.688 and 0.711 -> 0.701 of
 onnxruntime, ResNet-18 (its MaxPool, 1.8M taps, now threaded) 0.866 -> 0.861; 50K was worse (0.767)."""
 UNIT_OUTPUTS = 4096
 """Output pixels per unit of work at least (a unit re-loads its channel's weights)."""

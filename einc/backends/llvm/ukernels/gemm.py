@@ -81,8 +81,11 @@ BALANCED = True
 UNIT_COST = 50_000
 """Multiply-adds a unit of work costs beyond its tiles (tables, loop set-up, claiming it): about a
 microsecond on one core."""
-SERIAL_FLOPS = 4_000_000
-"""Contractions smaller than this run on the calling thread alone (a few microseconds)."""
+SERIAL_FLOPS = 1_000_000
+"""Contractions smaller than this run on the calling thread alone (a few microseconds). 1M, not
+4M: PP-OCRv4 det has dozens of 1-4 MFLOP convolutions, and at 4M its worker idled 38% of the
+run (perf): 1.046 -> 0.808 ms and 0.901 -> 0.721 ms in two 30-round A/B runs (300K: 0.829);
+GPT-2 tiny 0.053 -> 0.050 ms; the MLP, Silero VAD and MiniLM unchanged within noise."""
 STACK_BLOCK = 1 << 20
 """Largest B block packed at run time (on the stack of a thread with 8 MiB)."""
 """K is padded to a multiple of KU in packed operands; the FMA loop is unrolled by it."""
