@@ -404,8 +404,9 @@ class WinogradCall:
         spec = WinogradCall.spec(group)
         assert spec is not None
         buffers = [lowering.buffers[v] for v in group.inputs]
-        weight = buffers[spec.pop("weight")]
-        spec["packed"] = _weight_only_here(lowering, group.inputs[buffers.index(weight)], group) is not None
+        at = spec.pop("weight")
+        weight = buffers[at]
+        spec["packed"] = _weight_only_here(lowering, group.inputs[at], group) is not None
         args = [buffers[spec.pop("image")].ref, weight.ref, lowering.buffers[group.outputs[0]].ref]
         args += [buffers[x["input"]].ref for x in spec["epilogue"]["inputs"]]
         call_kernel(lowering, e, spec, args, "einc_winograd")
