@@ -194,16 +194,17 @@ class _TransformBody(_Body):
         t0 = b.mul(b.urem(u, _c(p.row_blocks)), _c(p.rows_per_unit))
         t1 = self.smin(b.add(t0, _c(p.rows_per_unit)), _c(p.th))
         self.begin(plane)
-        full = p.tw // p.lanes * p.lanes
-
-        def row(t: ir.Value) -> None:
-            if full:
-                self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(plane, t, q, p.lanes), "wq")
-            if p.tw > full:
-                self.tiles(plane, t, _c(full), p.tw - full)
-
-        self.loop(t0, t1, 1, row, "wt")
+        self.loop(t0, t1, 1, lambda t: self.row(plane, t), "wt")
         b.ret_void()
+
+    def row(self, plane: ir.Value, t: ir.Value) -> None:
+        """Row t of tiles of `plane`, a vector of tiles at a time (the last one partial)."""
+        p = self.p
+        full = p.tw // p.lanes * p.lanes
+        if full:
+            self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(plane, t, q, p.lanes), "wq")
+        if p.tw > full:
+            self.tiles(plane, t, _c(full), p.tw - full)
 
     def packed_unit(self, u: ir.Value) -> None:
         """One panel of MR tiles for a block of channels: consecutive channels' MR values are
@@ -341,11 +342,6 @@ class WinogradOutputPlan(_Plan):
 
 # -- the fused form: one row of tiles at a time -----------------------------------------------
 
-FUSED_TILES = [(14, 32), (8, 48), (7, 48), (6, 64)]
-"""Register tiles (MR tiles of a row x NR output channels) the fused kernel's GEMMs choose from:
-the one with least padded work (the pixels-as-rows tiles of `calls.PIXEL_TILES`)."""
-
-
 def _fused_parts(group: GroupOp) -> tuple[PadOp | None, EinsumOp, EinsumOp, list[EinsumOp]] | None:
     """A "winograd" group's absorbed pad (if any), input transform, GEMM and output chain
     (transform + epilogue)."""
@@ -374,6 +370,8 @@ class WinogradCall:
 
     @staticmethod
     def spec(group: GroupOp) -> dict[str, Any] | None:
+        from einc.backends.llvm.ukernels.calls import DEFAULT_TILES, PIXEL_TILES, _padded  # calls -> passes.fuse -> ukernels
+
         parts = _fused_parts(group)
         if parts is None:
             return None
@@ -387,7 +385,9 @@ class WinogradCall:
             return None
         if _shape(image) != (n, c, 2 * th + 2 * (pad is None), 2 * tw + 2 * (pad is None)):
             return None
-        mr, nr = min(FUSED_TILES, key=lambda t: (-(-tw // t[0]) * t[0] * -(-m // t[1]) * t[1]))
+        # the register tile of least padded work for a row of tiles by the output channels, among
+        # the pixels-as-rows tiles of the default 14 x 32 (MR tiles of a row x NR channels)
+        mr, nr = min(PIXEL_TILES[(DEFAULT_TILES["mr"], DEFAULT_TILES["nr"], 16)], key=lambda tile: _padded(tw, m, tile))
         return out | {
             "kind": "winograd_fused", "c_in": c, "m": m, "mr": mr, "nr": nr, "unpadded": int(pad is not None),
             "image": args.index(image), "weight": args.index(gemm.inputs[0]),
@@ -578,14 +578,10 @@ class _RowOutputBody(_OutputBody):
         p, b = self.p, self.b
         argv, t = self.fn.args
         self.ptrs = [b.load(b.gep(argv, [_c(i)], source_etype=PTR), typ=PTR) for i in range(2 + len(p.extra))]
-        full = p.tw // p.lanes * p.lanes
 
         def plane(m: ir.Value) -> None:
             self.begin(m)
-            if full:
-                self.loop(_c(0), _c(full), p.lanes, lambda q: self.tiles(m, t, q, p.lanes), "wq")
-            if p.tw > full:
-                self.tiles(m, t, _c(full), p.tw - full)
+            self.row(m, t)
 
         self.loop(_c(0), _c(p.planes), 1, plane, "wm")
         b.ret_void()
